@@ -1,0 +1,239 @@
+//! The TOML file: serde shapes with defaults, then validation into
+//! [`EdgeConfig`].
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::url::{EndpointUrl, UpstreamUrl};
+use super::{ConfigError, EdgeConfig, EndpointConfig, Limits, Listen, Settings, Timeouts};
+use crate::http1::limits::MAX_HEAD_BYTES_CEILING;
+use crate::policy::TrafficPolicy;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    workers: Option<usize>,
+    #[serde(default)]
+    listen: FileListen,
+    #[serde(default)]
+    timeouts: FileTimeouts,
+    #[serde(default)]
+    limits: FileLimits,
+    #[serde(default)]
+    endpoints: Vec<FileEndpoint>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileListen {
+    http: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileTimeouts {
+    client_idle: Option<String>,
+    upstream_idle: Option<String>,
+    header_read: Option<String>,
+    upstream_connect: Option<String>,
+    shutdown_grace: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileLimits {
+    max_connections_per_worker: Option<usize>,
+    max_head_bytes: Option<usize>,
+    upstream_idle_per_host: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileEndpoint {
+    url: String,
+    upstream: Option<String>,
+    traffic_policy: Option<TrafficPolicy>,
+}
+
+/// Where the edge listens when neither the file nor a flag says.
+pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:8080";
+
+/// Reads and validates a config file.
+pub fn load_file(path: &Path) -> Result<EdgeConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    parse_str(&text)
+}
+
+/// Parses and validates config text.
+pub fn parse_str(text: &str) -> Result<EdgeConfig, ConfigError> {
+    let file: FileConfig = toml::from_str(text)?;
+    validate(file)
+}
+
+fn duration(
+    field: &str,
+    value: Option<String>,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
+    let Some(v) = value else {
+        return Ok(default);
+    };
+    let d = humantime::parse_duration(&v).map_err(|e| ConfigError::Field {
+        field: field.into(),
+        reason: format!("{v:?} is not a duration like \"30s\" or \"5m\": {e}"),
+    })?;
+    if d.is_zero() {
+        return Err(ConfigError::Field {
+            field: field.into(),
+            reason: "must be greater than zero".into(),
+        });
+    }
+    Ok(d)
+}
+
+fn positive(field: &str, value: Option<usize>, default: usize) -> Result<usize, ConfigError> {
+    match value {
+        None => Ok(default),
+        Some(0) => Err(ConfigError::Field {
+            field: field.into(),
+            reason: "must be greater than zero".into(),
+        }),
+        Some(n) => Ok(n),
+    }
+}
+
+fn validate(file: FileConfig) -> Result<EdgeConfig, ConfigError> {
+    let workers = positive("workers", file.workers, EdgeConfig::default_workers())?;
+    if workers > 1024 {
+        return Err(ConfigError::Field {
+            field: "workers".into(),
+            reason: "at most 1024".into(),
+        });
+    }
+    let http = file.listen.http.as_deref().unwrap_or(DEFAULT_HTTP_LISTEN);
+    let http: SocketAddr = http.parse().map_err(|_| ConfigError::Field {
+        field: "listen.http".into(),
+        reason: format!("{http:?} is not an address like 127.0.0.1:8080"),
+    })?;
+    let d = Timeouts::default();
+    let t = file.timeouts;
+    let timeouts = Timeouts {
+        client_idle: duration("timeouts.client_idle", t.client_idle, d.client_idle)?,
+        upstream_idle: duration("timeouts.upstream_idle", t.upstream_idle, d.upstream_idle)?,
+        header_read: duration("timeouts.header_read", t.header_read, d.header_read)?,
+        upstream_connect: duration(
+            "timeouts.upstream_connect",
+            t.upstream_connect,
+            d.upstream_connect,
+        )?,
+        shutdown_grace: duration(
+            "timeouts.shutdown_grace",
+            t.shutdown_grace,
+            d.shutdown_grace,
+        )?,
+    };
+    let dl = Limits::default();
+    let l = file.limits;
+    let limits = Limits {
+        max_connections_per_worker: positive(
+            "limits.max_connections_per_worker",
+            l.max_connections_per_worker,
+            dl.max_connections_per_worker,
+        )?,
+        max_head_bytes: positive("limits.max_head_bytes", l.max_head_bytes, dl.max_head_bytes)?,
+        upstream_idle_per_host: l
+            .upstream_idle_per_host
+            .unwrap_or(dl.upstream_idle_per_host),
+    };
+    if limits.max_head_bytes > MAX_HEAD_BYTES_CEILING {
+        return Err(ConfigError::Field {
+            field: "limits.max_head_bytes".into(),
+            reason: format!("at most {MAX_HEAD_BYTES_CEILING}"),
+        });
+    }
+    let mut endpoints = Vec::with_capacity(file.endpoints.len());
+    for e in file.endpoints {
+        let url = EndpointUrl::parse(&e.url)?;
+        let upstream = e
+            .upstream
+            .as_deref()
+            .map(|u| UpstreamUrl::parse(&e.url, u))
+            .transpose()?;
+        if upstream.is_none() && e.traffic_policy.is_none() {
+            return Err(ConfigError::Endpoint {
+                url: e.url,
+                reason: "needs an upstream or a traffic_policy that answers requests".into(),
+            });
+        }
+        endpoints.push(EndpointConfig {
+            url,
+            upstream,
+            traffic_policy: e.traffic_policy,
+        });
+    }
+    Ok(EdgeConfig {
+        workers,
+        listen: Listen { http },
+        settings: Settings { timeouts, limits },
+        endpoints,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn issue_example_parses() {
+        let c = parse_str(
+            r#"
+workers = 2
+[listen]
+http = "127.0.0.1:8080"
+[[endpoints]]
+url = "http://app.example.com"
+upstream = "http://127.0.0.1:9000"
+[[endpoints]]
+url = "http://hello.example.com"
+traffic_policy = { on_http_request = [ { actions = [ { type = "custom-response", config = { status_code = 200, body = "Hello world!", headers = { content-type = "text/plain" } } } ] } ] }
+"#,
+        )
+        .expect("valid");
+        assert_eq!(c.workers, 2);
+        assert_eq!(c.endpoints.len(), 2);
+        assert_eq!(c.settings.timeouts.client_idle, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn errors_name_the_problem() {
+        let cases = [
+            ("workers = 0", "workers"),
+            ("bogus = 1", "bogus"),
+            ("[listen]\nhttp = \"nope\"", "listen.http"),
+            ("[timeouts]\nclient_idle = \"soon\"", "timeouts.client_idle"),
+            (
+                "[[endpoints]]\nurl = \"http://a.example.com\"",
+                "needs an upstream",
+            ),
+            (
+                "[[endpoints]]\nurl = \"a.example.com\"\nupstream = \"http://127.0.0.1:1\"",
+                "scheme",
+            ),
+            ("[limits]\nmax_head_bytes = 0", "max_head_bytes"),
+            ("workers = ", "TOML"),
+        ];
+        for (text, needle) in cases {
+            let e = parse_str(text).expect_err(text).to_string();
+            assert!(
+                e.contains(needle) || (needle == "TOML" && e.contains("invalid config")),
+                "{text:?} gave {e:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,116 @@
+//! The edge's configuration: the TOML file format, its defaults and its
+//! validation. Loading never touches the network except to resolve
+//! upstream host names, which happens on the control thread (see
+//! `runtime::snapshot`).
+
+pub mod file;
+pub mod url;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use thiserror::Error;
+
+pub use file::load_file;
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config: {0}")]
+    Toml(#[from] toml::de::Error),
+    #[error("invalid config: {field}: {reason}")]
+    Field { field: String, reason: String },
+    #[error("endpoint {url:?}: {reason}")]
+    Endpoint { url: String, reason: String },
+    #[error("endpoint {url:?}: {source}")]
+    Policy {
+        url: String,
+        source: crate::policy::PolicyError,
+    },
+}
+
+/// Listener addresses. Only the plain-HTTP listener exists so far.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listen {
+    pub http: SocketAddr,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// A keep-alive client connection with no request in progress is
+    /// closed after this long.
+    pub client_idle: Duration,
+    /// No byte from the upstream for this long fails the request (504).
+    pub upstream_idle: Duration,
+    /// A request head must be complete this long after its first byte.
+    pub header_read: Duration,
+    pub upstream_connect: Duration,
+    /// How long SIGTERM waits for in-flight requests.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            client_idle: Duration::from_secs(300),
+            upstream_idle: Duration::from_secs(300),
+            header_read: Duration::from_secs(30),
+            upstream_connect: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub max_connections_per_worker: usize,
+    pub max_head_bytes: usize,
+    /// Idle keep-alive connections kept per upstream address per worker.
+    pub upstream_idle_per_host: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections_per_worker: 65_536,
+            max_head_bytes: crate::http1::limits::DEFAULT_MAX_HEAD_BYTES,
+            upstream_idle_per_host: 64,
+        }
+    }
+}
+
+/// Settings that a reload may change; they travel in the snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Settings {
+    pub timeouts: Timeouts,
+    pub limits: Limits,
+}
+
+/// One `[[endpoints]]` entry, validated but not yet compiled.
+#[derive(Debug, Clone)]
+pub struct EndpointConfig {
+    pub url: url::EndpointUrl,
+    pub upstream: Option<url::UpstreamUrl>,
+    pub traffic_policy: Option<crate::policy::TrafficPolicy>,
+}
+
+#[derive(Debug, Clone)]
+pub struct EdgeConfig {
+    pub workers: usize,
+    pub listen: Listen,
+    pub settings: Settings,
+    pub endpoints: Vec<EndpointConfig>,
+}
+
+impl EdgeConfig {
+    pub fn default_workers() -> usize {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    }
+}

@@ -1,0 +1,14 @@
+//! ringress: a self-hosted, ngrok-compatible HTTP/S edge and agent, built
+//! as an io_uring thread-per-core proxy.
+//!
+//! Layout by concern: `http1` (sans-IO protocol), `route` (host routing),
+//! `policy` (traffic policy), `proxy` (request pipeline and upstreams),
+//! `runtime` (workers, listeners, snapshots, signals), `config`, `cli`.
+
+pub mod cli;
+pub mod config;
+pub mod http1;
+pub mod policy;
+pub mod proxy;
+pub mod route;
+pub mod runtime;

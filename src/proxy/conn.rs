@@ -1,0 +1,712 @@
+//! Drives one client connection: a loop of request → response exchanges
+//! (keep-alive and pipelining; responses in order by construction), each
+//! going through the phases route → policy → upstream → relay.
+//!
+//! Buffers are owned and reused for the connection's life: `rbuf` holds
+//! client bytes (the head is parsed in place there), `ubuf` upstream
+//! bytes, `wbuf` the heads the edge writes. Body bytes are read into
+//! `rbuf`/`ubuf` and written out of the same buffer: never copied in user
+//! space except the small piece that arrives together with a head.
+//!
+//! This module must never block the worker, hold a `RefCell` borrow
+//! across an `.await`, or panic on anything a peer sends.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, Split, Splitable};
+use monoio::net::TcpStream;
+use tracing::debug;
+
+use super::error_page::{self, EdgeError};
+use super::headers::{encode_request_head, encode_response_head, ClientConn, ForwardInfo};
+use super::io::{read_append, write_all, write_prefix, IoFail};
+use crate::config::Settings;
+use crate::http1::{BodyDecoder, Framing, Method, ParseError, RequestHead, ResponseHead};
+use crate::policy::Decision;
+use crate::route::{normalize_host, Endpoint, Upstream};
+use crate::runtime::snapshot::Snapshot;
+use crate::runtime::worker::WorkerCtx;
+
+/// Request bodies up to this size are read and discarded when the edge
+/// answers by itself, so the connection can be kept; larger ones close it.
+const DISCARD_LIMIT: u64 = 1024 * 1024;
+
+/// How long a closing connection keeps draining unread client bytes, so
+/// that closing with unread data does not reset away our response.
+const LINGER: Duration = Duration::from_secs(2);
+
+struct Conn<S> {
+    client: S,
+    peer_ip: String,
+    rbuf: Vec<u8>,
+    ubuf: Vec<u8>,
+    wbuf: Vec<u8>,
+    req: RequestHead,
+    res: ResponseHead,
+    host: String,
+    ctx: Rc<WorkerCtx>,
+}
+
+/// What happens to the client connection after an exchange.
+#[derive(Debug)]
+enum Next {
+    KeepAlive,
+    /// Close; unread client bytes may remain, so linger first.
+    Close,
+    /// The connection is unusable (peer gone, or mid-message failure).
+    Abort,
+    /// A 101 was relayed: pipe bytes between client and this upstream.
+    Upgrade(TcpStream),
+}
+
+/// Serves a client connection until it closes.
+pub async fn serve<S>(client: S, peer: SocketAddr, ctx: Rc<WorkerCtx>)
+where
+    S: AsyncReadRent + AsyncWriteRent + Split,
+{
+    let mut conn = Conn {
+        client,
+        peer_ip: peer.ip().to_canonical().to_string(),
+        rbuf: Vec::with_capacity(8 * 1024),
+        ubuf: Vec::new(),
+        wbuf: Vec::with_capacity(4 * 1024),
+        req: RequestHead::new(),
+        res: ResponseHead::new(),
+        host: String::new(),
+        ctx,
+    };
+    loop {
+        let snap = conn.ctx.snapshots.get();
+        let next = match conn.read_head(&snap.settings).await {
+            Ok(true) => conn.exchange(&snap).await,
+            Ok(false) => Next::Abort,
+            Err(err) => conn.reply_error(err, "", false, &snap.settings).await,
+        };
+        match next {
+            Next::KeepAlive if !conn.ctx.drain.is_fired() => continue,
+            Next::KeepAlive | Next::Close => {
+                conn.linger().await;
+                return;
+            }
+            Next::Abort => return,
+            Next::Upgrade(up) => {
+                let idle = snap
+                    .settings
+                    .timeouts
+                    .client_idle
+                    .max(snap.settings.timeouts.upstream_idle);
+                let Conn { client, .. } = conn;
+                pipe(client, up, idle).await;
+                return;
+            }
+        }
+    }
+}
+
+impl<S> Conn<S>
+where
+    S: AsyncReadRent + AsyncWriteRent + Split,
+{
+    /// Reads until a complete request head is in `rbuf`. `Ok(false)`: the
+    /// client closed, idled out, or the worker is draining.
+    async fn read_head(&mut self, settings: &Settings) -> Result<bool, EdgeError> {
+        self.req.reset();
+        let max = settings.limits.max_head_bytes;
+        let mut started = None;
+        loop {
+            // RFC 9112 §2.2: ignore empty lines before a request line.
+            let skip = self
+                .rbuf
+                .iter()
+                .take_while(|b| matches!(b, b'\r' | b'\n'))
+                .count();
+            if skip > 0 {
+                self.rbuf.drain(..skip);
+            }
+            if !self.rbuf.is_empty() {
+                started.get_or_insert_with(Instant::now);
+                match self.req.parse(&self.rbuf, max) {
+                    Ok(true) => return Ok(true),
+                    Ok(false) => {}
+                    Err(e) => return Err(EdgeError::protocol(e)),
+                }
+            }
+            let limit = match started {
+                None => settings.timeouts.client_idle,
+                Some(t0) => {
+                    let left = settings.timeouts.header_read.saturating_sub(t0.elapsed());
+                    if left.is_zero() {
+                        return Err(EdgeError::REQUEST_TIMEOUT);
+                    }
+                    left
+                }
+            };
+            let buf = std::mem::take(&mut self.rbuf);
+            let (res, buf) = if started.is_none() {
+                // Idle between requests: also wake up for a drain.
+                let drain = self.ctx.drain.wait();
+                monoio::select! {
+                    r = read_append(&mut self.client, buf, limit) => r,
+                    _ = drain => return Ok(false),
+                }
+            } else {
+                read_append(&mut self.client, buf, limit).await
+            };
+            self.rbuf = buf;
+            match res {
+                Ok(0) => return Ok(false),
+                Ok(_) => {}
+                Err(IoFail::TimedOut) if started.is_some() => {
+                    return Err(EdgeError::REQUEST_TIMEOUT)
+                }
+                Err(_) => return Ok(false),
+            }
+        }
+    }
+
+    /// One request/response exchange for the head now in `rbuf`.
+    async fn exchange(&mut self, snap: &Arc<Snapshot>) -> Next {
+        let settings = &snap.settings;
+        if self.req.method() == Method::Connect {
+            return self
+                .reply_error(EdgeError::METHOD_NOT_ALLOWED, "", true, settings)
+                .await;
+        }
+        let authority = self.req.authority.get(&self.rbuf);
+        if !normalize_host(authority, &mut self.host) {
+            return self
+                .reply_error(
+                    EdgeError::protocol(ParseError::InvalidHost),
+                    "",
+                    true,
+                    settings,
+                )
+                .await;
+        }
+        let Some(endpoint) = snap.http_routes.lookup(&self.host).cloned() else {
+            let detail = format!("No endpoint is online for {}.", self.host);
+            return self
+                .reply_error(EdgeError::NO_ENDPOINT, &detail, true, settings)
+                .await;
+        };
+        if let Some(up) = self.req.upgrade {
+            let wants_ws = up.get(&self.rbuf).eq_ignore_ascii_case(b"websocket");
+            if wants_ws && !self.req.connection_upgrade {
+                return self
+                    .reply_error(
+                        EdgeError::WEBSOCKET_NO_CONNECTION_UPGRADE,
+                        "",
+                        true,
+                        settings,
+                    )
+                    .await;
+            }
+        }
+        // Phase: on_http_request.
+        if let Some(policy) = &endpoint.policy {
+            if let Decision::Respond(r) = policy.on_http_request() {
+                let close = !self.can_keep_after_own_reply();
+                self.wbuf.clear();
+                self.wbuf.extend_from_slice(&r.head);
+                if close {
+                    self.wbuf.extend_from_slice(b"connection: close\r\n");
+                }
+                self.wbuf.extend_from_slice(b"\r\n");
+                if self.req.method() != Method::Head {
+                    self.wbuf.extend_from_slice(&r.body);
+                }
+                return self.finish_own_reply(close, settings).await;
+            }
+        }
+        match &endpoint.upstream {
+            Some(upstream) => self.forward(&endpoint, upstream, settings).await,
+            None => {
+                self.reply_error(EdgeError::NO_ENDPOINT, "", true, settings)
+                    .await
+            }
+        }
+    }
+
+    /// Whether the connection survives a reply the edge makes without
+    /// reading the request body.
+    fn can_keep_after_own_reply(&self) -> bool {
+        self.req.keep_alive
+            && !self.req.is_upgrade()
+            && match self.req.framing {
+                Framing::None => true,
+                Framing::Length(n) => n <= DISCARD_LIMIT && !self.req.expect_continue,
+                Framing::Chunked | Framing::CloseDelimited => false,
+            }
+    }
+
+    /// Writes `wbuf` (a reply made by the edge), then discards the request
+    /// body when the connection is kept.
+    async fn finish_own_reply(&mut self, close: bool, settings: &Settings) -> Next {
+        let wbuf = std::mem::take(&mut self.wbuf);
+        let (res, wbuf) = write_all(&mut self.client, wbuf, settings.timeouts.client_idle).await;
+        self.wbuf = wbuf;
+        if res.is_err() {
+            return Next::Abort;
+        }
+        if close {
+            return Next::Close;
+        }
+        self.rbuf.drain(..self.req.head_len);
+        let mut body = BodyDecoder::new(self.req.framing);
+        loop {
+            match body.scan(&self.rbuf) {
+                Ok(n) => {
+                    self.rbuf.drain(..n);
+                }
+                Err(_) => return Next::Close,
+            }
+            if body.is_done() {
+                return Next::KeepAlive;
+            }
+            let buf = std::mem::take(&mut self.rbuf);
+            let (res, buf) =
+                read_append(&mut self.client, buf, settings.timeouts.header_read).await;
+            self.rbuf = buf;
+            match res {
+                Ok(n) if n > 0 => {}
+                _ => return Next::Abort,
+            }
+        }
+    }
+
+    /// Answers with an edge-made error page.
+    async fn reply_error(
+        &mut self,
+        err: EdgeError,
+        detail: &str,
+        parsed: bool,
+        settings: &Settings,
+    ) -> Next {
+        let json = parsed && error_page::wants_json(&self.rbuf, &self.req);
+        let close = !parsed || !self.can_keep_after_own_reply();
+        self.wbuf.clear();
+        error_page::render(err, detail, json, close, &mut self.wbuf);
+        debug!(status = err.status, code = err.code, "edge error reply");
+        if !parsed {
+            // Nothing after a malformed head can be trusted: drop it.
+            self.rbuf.clear();
+            let wbuf = std::mem::take(&mut self.wbuf);
+            let (res, wbuf) =
+                write_all(&mut self.client, wbuf, settings.timeouts.client_idle).await;
+            self.wbuf = wbuf;
+            return if res.is_ok() {
+                Next::Close
+            } else {
+                Next::Abort
+            };
+        }
+        self.finish_own_reply(close, settings).await
+    }
+
+    /// Reads and drops what the client still sends, for a short while,
+    /// after our last response; then the connection closes.
+    async fn linger(&mut self) {
+        let _ = self.client.shutdown().await;
+        let deadline = Instant::now() + LINGER;
+        let mut drained = 0usize;
+        while drained < DISCARD_LIMIT as usize {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            let mut buf = std::mem::take(&mut self.rbuf);
+            buf.clear();
+            let (res, buf) = read_append(&mut self.client, buf, left).await;
+            self.rbuf = buf;
+            match res {
+                Ok(n) if n > 0 => drained += n,
+                _ => return,
+            }
+        }
+    }
+
+    /// Proxies the request to a direct upstream and relays the response.
+    async fn forward(
+        &mut self,
+        endpoint: &Endpoint,
+        upstream: &Upstream,
+        settings: &Settings,
+    ) -> Next {
+        let t = &settings.timeouts;
+        let head_request = self.req.method() == Method::Head;
+        let retryable = self.req.method().is_idempotent() && self.req.framing == Framing::None;
+
+        // Request head for the upstream, with whatever body bytes came with
+        // the client's head (one write for small requests).
+        self.wbuf.clear();
+        let info = ForwardInfo {
+            client_ip: &self.peer_ip,
+            proto: "http",
+        };
+        encode_request_head(&self.rbuf, &self.req, &info, &mut self.wbuf);
+        let upgrade = self.req.is_upgrade();
+        let expect_continue = self.req.expect_continue;
+        let client_keep_alive = self.req.keep_alive;
+        self.rbuf.drain(..self.req.head_len);
+        let mut body = BodyDecoder::new(self.req.framing);
+        match body.scan(&self.rbuf) {
+            Ok(n) => {
+                self.wbuf.extend_from_slice(&self.rbuf[..n]);
+                self.rbuf.drain(..n);
+            }
+            Err(e) => {
+                return self
+                    .reply_error(EdgeError::protocol(e), "", false, settings)
+                    .await
+            }
+        }
+
+        let mut attempt = 0;
+        let (mut up, addr) = loop {
+            attempt += 1;
+            let (stream, addr, reused) = match self.connect(upstream, settings).await {
+                Ok(c) => c,
+                Err(e) => return self.reply_error(e, &endpoint.url, true, settings).await,
+            };
+            let mut stream = stream;
+            let head = std::mem::take(&mut self.wbuf);
+            let (res, head) = write_all(&mut stream, head, t.upstream_idle).await;
+            self.wbuf = head;
+            if res.is_err() {
+                if reused && retryable && attempt == 1 {
+                    debug!("pooled upstream connection was closed; retrying on a fresh one");
+                    continue;
+                }
+                return self
+                    .reply_error(EdgeError::UPSTREAM_UNREACHABLE, "", true, settings)
+                    .await;
+            }
+            if !body.is_done() {
+                // The rest of the body streams only after the head went out.
+                break (stream, addr);
+            }
+            // Peek for the response head; a pooled connection that the
+            // upstream had closed shows up here as EOF with nothing read.
+            self.ubuf.clear();
+            let ubuf = std::mem::take(&mut self.ubuf);
+            let (res, ubuf) = read_append(&mut stream, ubuf, t.upstream_idle).await;
+            self.ubuf = ubuf;
+            match res {
+                Ok(n) if n > 0 => break (stream, addr),
+                Ok(_) | Err(IoFail::Io(_)) if reused && retryable && attempt == 1 => {
+                    debug!("pooled upstream connection was closed; retrying on a fresh one");
+                    continue;
+                }
+                Err(IoFail::TimedOut) => {
+                    return self
+                        .reply_error(EdgeError::UPSTREAM_TIMEOUT, "", true, settings)
+                        .await
+                }
+                _ => {
+                    return self
+                        .reply_error(EdgeError::UPSTREAM_INVALID, "", true, settings)
+                        .await
+                }
+            }
+        };
+
+        if !body.is_done() {
+            if expect_continue && self.rbuf.is_empty() {
+                let (res, _) = write_all(
+                    &mut self.client,
+                    b"HTTP/1.1 100 Continue\r\n\r\n".to_vec(),
+                    t.client_idle,
+                )
+                .await;
+                if res.is_err() {
+                    return Next::Abort;
+                }
+            }
+            self.ubuf.clear();
+            if let Err(next) = self.stream_request_body(&mut up, &mut body, settings).await {
+                return next;
+            }
+        }
+
+        // Response head (skipping interim 1xx responses, relayed as they come).
+        let close_client = loop {
+            self.res.reset();
+            loop {
+                match self
+                    .res
+                    .parse(&self.ubuf, settings.limits.max_head_bytes, head_request)
+                {
+                    Ok(true) => break,
+                    Ok(false) => {}
+                    Err(_) => {
+                        return self
+                            .reply_error(EdgeError::UPSTREAM_INVALID, "", true, settings)
+                            .await
+                    }
+                }
+                let ubuf = std::mem::take(&mut self.ubuf);
+                let (res, ubuf) = read_append(&mut up, ubuf, t.upstream_idle).await;
+                self.ubuf = ubuf;
+                match res {
+                    Ok(n) if n > 0 => {}
+                    Err(IoFail::TimedOut) => {
+                        return self
+                            .reply_error(EdgeError::UPSTREAM_TIMEOUT, "", true, settings)
+                            .await
+                    }
+                    _ => {
+                        return self
+                            .reply_error(EdgeError::UPSTREAM_INVALID, "", true, settings)
+                            .await
+                    }
+                }
+            }
+            let status = self.res.status;
+            if status == 101 {
+                if !upgrade {
+                    return self
+                        .reply_error(EdgeError::UPSTREAM_INVALID, "", true, settings)
+                        .await;
+                }
+                return self.pipe_upgrade(up, settings).await;
+            }
+            if self.res.is_informational() {
+                self.wbuf.clear();
+                encode_response_head(&self.ubuf, &self.res, ClientConn::KeepAlive, &mut self.wbuf);
+                self.ubuf.drain(..self.res.head_len);
+                let wbuf = std::mem::take(&mut self.wbuf);
+                let (res, wbuf) = write_all(&mut self.client, wbuf, t.client_idle).await;
+                self.wbuf = wbuf;
+                if res.is_err() {
+                    return Next::Abort;
+                }
+                continue;
+            }
+            break !client_keep_alive
+                || upgrade
+                || self.res.framing == Framing::CloseDelimited
+                || self.ctx.drain.is_fired();
+        };
+
+        // Final response: head plus the body bytes that came with it.
+        self.wbuf.clear();
+        let mode = if close_client {
+            ClientConn::Close
+        } else {
+            ClientConn::KeepAlive
+        };
+        encode_response_head(&self.ubuf, &self.res, mode, &mut self.wbuf);
+        self.ubuf.drain(..self.res.head_len);
+        let mut rbody = BodyDecoder::new(self.res.framing);
+        match rbody.scan(&self.ubuf) {
+            Ok(n) => {
+                self.wbuf.extend_from_slice(&self.ubuf[..n]);
+                self.ubuf.drain(..n);
+            }
+            Err(_) => {
+                return self
+                    .reply_error(EdgeError::UPSTREAM_INVALID, "", true, settings)
+                    .await
+            }
+        }
+        let upstream_reusable = self.res.keep_alive;
+        let wbuf = std::mem::take(&mut self.wbuf);
+        let (res, wbuf) = write_all(&mut self.client, wbuf, t.client_idle).await;
+        self.wbuf = wbuf;
+        if res.is_err() {
+            return Next::Abort;
+        }
+        while !rbody.is_done() {
+            let ubuf = std::mem::take(&mut self.ubuf);
+            let (res, ubuf) = read_append(&mut up, ubuf, t.upstream_idle).await;
+            self.ubuf = ubuf;
+            match res {
+                Ok(0) if rbody.ends_at_eof() => break,
+                Ok(n) if n > 0 => {}
+                // Truncated or timed out mid-body: the client can only
+                // learn of it by the connection closing.
+                _ => return Next::Abort,
+            }
+            let n = match rbody.scan(&self.ubuf) {
+                Ok(n) => n,
+                Err(_) => return Next::Abort,
+            };
+            let ubuf = std::mem::take(&mut self.ubuf);
+            let (res, mut ubuf) = write_prefix(&mut self.client, ubuf, n, t.client_idle).await;
+            if res.is_err() {
+                return Next::Abort;
+            }
+            ubuf.drain(..n);
+            self.ubuf = ubuf;
+        }
+        // Bytes after the response's end mean the upstream is confused.
+        if upstream_reusable
+            && rbody.is_done()
+            && self.ubuf.is_empty()
+            && !self.ctx.drain.is_fired()
+        {
+            self.ctx
+                .pool
+                .borrow_mut()
+                .put(addr, up, settings.limits.upstream_idle_per_host);
+        }
+        if close_client {
+            Next::Close
+        } else {
+            Next::KeepAlive
+        }
+    }
+
+    /// An upstream connection: pooled if one is idle, else a new one.
+    async fn connect(
+        &mut self,
+        upstream: &Upstream,
+        settings: &Settings,
+    ) -> Result<(TcpStream, SocketAddr, bool), EdgeError> {
+        let t = &settings.timeouts;
+        for addr in &upstream.addrs {
+            let pooled = self.ctx.pool.borrow_mut().take(*addr, t.upstream_idle);
+            if let Some(stream) = pooled {
+                return Ok((stream, *addr, true));
+            }
+        }
+        let mut last = EdgeError::UPSTREAM_UNREACHABLE;
+        for addr in &upstream.addrs {
+            match monoio::time::timeout(t.upstream_connect, TcpStream::connect_addr(*addr)).await {
+                Ok(Ok(stream)) => {
+                    let _ = stream.set_nodelay(true);
+                    return Ok((stream, *addr, false));
+                }
+                Ok(Err(e)) => {
+                    debug!(%addr, error = %e, "upstream connect failed");
+                    last = EdgeError::UPSTREAM_UNREACHABLE;
+                }
+                Err(_) => last = EdgeError::UPSTREAM_TIMEOUT,
+            }
+        }
+        Err(last)
+    }
+
+    /// Streams the rest of a request body from the client to the upstream.
+    async fn stream_request_body(
+        &mut self,
+        up: &mut TcpStream,
+        body: &mut BodyDecoder,
+        settings: &Settings,
+    ) -> Result<(), Next> {
+        let t = &settings.timeouts;
+        while !body.is_done() {
+            if self.rbuf.is_empty() {
+                let buf = std::mem::take(&mut self.rbuf);
+                let (res, buf) = read_append(&mut self.client, buf, t.client_idle).await;
+                self.rbuf = buf;
+                match res {
+                    Ok(n) if n > 0 => {}
+                    _ => return Err(Next::Abort),
+                }
+            }
+            let n = match body.scan(&self.rbuf) {
+                Ok(n) => n,
+                Err(e) => {
+                    return Err(self
+                        .reply_error(EdgeError::protocol(e), "", false, settings)
+                        .await)
+                }
+            };
+            let buf = std::mem::take(&mut self.rbuf);
+            let (res, mut buf) = write_prefix(up, buf, n, t.upstream_idle).await;
+            if res.is_err() {
+                // The upstream went away mid-body: it may have answered
+                // early; otherwise report it.
+                self.rbuf = Vec::new();
+                return Err(self
+                    .reply_error(EdgeError::UPSTREAM_UNREACHABLE, "", true, settings)
+                    .await);
+            }
+            buf.drain(..n);
+            self.rbuf = buf;
+        }
+        Ok(())
+    }
+
+    /// After a 101: relay the upstream's head, then bytes both ways until
+    /// either side closes.
+    async fn pipe_upgrade(&mut self, mut up: TcpStream, settings: &Settings) -> Next {
+        let t = &settings.timeouts;
+        self.wbuf.clear();
+        encode_response_head(&self.ubuf, &self.res, ClientConn::Upgrade, &mut self.wbuf);
+        self.ubuf.drain(..self.res.head_len);
+        self.wbuf.extend_from_slice(&self.ubuf);
+        self.ubuf.clear();
+        let wbuf = std::mem::take(&mut self.wbuf);
+        let (res, _) = write_all(&mut self.client, wbuf, t.client_idle).await;
+        if res.is_err() {
+            return Next::Abort;
+        }
+        if !self.rbuf.is_empty() {
+            let early = std::mem::take(&mut self.rbuf);
+            let (res, _) = write_all(&mut up, early, t.upstream_idle).await;
+            if res.is_err() {
+                return Next::Abort;
+            }
+        }
+        Next::Upgrade(up)
+    }
+}
+
+/// Relays bytes both ways between an upgraded client and its upstream
+/// until both directions have closed, or nothing moved for `idle`.
+async fn pipe<S>(client: S, up: TcpStream, idle: Duration)
+where
+    S: AsyncReadRent + AsyncWriteRent + Split,
+{
+    let last = std::cell::Cell::new(Instant::now());
+    let (mut cr, mut cw) = client.into_split();
+    let (mut ur, mut uw) = up.into_split();
+    let both = async {
+        monoio::join!(
+            copy_until_eof(&mut cr, &mut uw, &last),
+            copy_until_eof(&mut ur, &mut cw, &last)
+        );
+    };
+    let watchdog = async {
+        loop {
+            let due = last.get() + idle;
+            if Instant::now() >= due {
+                return;
+            }
+            monoio::time::sleep_until(due.into()).await;
+        }
+    };
+    monoio::select! {
+        _ = both => {}
+        _ = watchdog => debug!("upgraded connection idle; closing"),
+    }
+}
+
+async fn copy_until_eof<R, W>(r: &mut R, w: &mut W, last: &std::cell::Cell<Instant>)
+where
+    R: AsyncReadRent,
+    W: AsyncWriteRent,
+{
+    let mut buf = Vec::with_capacity(super::io::READ_CHUNK);
+    loop {
+        let (res, b) = r.read(buf).await;
+        buf = b;
+        match res {
+            Ok(n) if n > 0 => {}
+            _ => break,
+        }
+        last.set(Instant::now());
+        let (res, b) = w.write_all(buf).await;
+        buf = b;
+        if res.is_err() {
+            break;
+        }
+        buf.clear();
+    }
+    let _ = w.shutdown().await;
+}

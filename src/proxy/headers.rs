@@ -1,0 +1,287 @@
+//! Head rewriting between client and upstream (seed: "Upstream Headers",
+//! "Hop by hop headers"): hop-by-hop fields and those named in
+//! `Connection` are dropped, `X-Forwarded-For`/`-Proto` are appended to
+//! (merged into one field), `X-Forwarded-Host` is set when absent, and
+//! framing headers are regenerated from the parsed framing so that no
+//! ambiguous message leaves the edge.
+
+use crate::http1::head::{header_role, HeaderRole};
+use crate::http1::{name_eq, Framing, RequestHead, ResponseHead};
+
+/// Per-connection facts the request encoder needs.
+pub struct ForwardInfo<'a> {
+    pub client_ip: &'a str,
+    pub proto: &'static str,
+}
+
+fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+fn push_merged(
+    out: &mut Vec<u8>,
+    name: &[u8],
+    buf: &[u8],
+    req: &RequestHead,
+    role: HeaderRole,
+    ours: &str,
+) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    for (h, r) in req.headers.iter().zip(&req.roles) {
+        if *r == role {
+            let v = crate::http1::trim_ows(h.value.get(buf));
+            if !v.is_empty() {
+                out.extend_from_slice(v);
+                out.extend_from_slice(b", ");
+            }
+        }
+    }
+    out.extend_from_slice(ours.as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Encodes the head to send upstream for `req` (parsed from `buf`).
+pub fn encode_request_head(
+    buf: &[u8],
+    req: &RequestHead,
+    info: &ForwardInfo<'_>,
+    out: &mut Vec<u8>,
+) {
+    out.extend_from_slice(req.method_span.get(buf));
+    out.push(b' ');
+    let target = req.origin_form.get(buf);
+    if req.absolute_form && !target.starts_with(b"/") {
+        out.push(b'/');
+    }
+    out.extend_from_slice(target);
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+
+    let mut has_xfh = false;
+    for (h, role) in req.headers.iter().zip(&req.roles) {
+        match role {
+            HeaderRole::Plain => push_header(out, h.name.get(buf), h.value.get(buf)),
+            HeaderRole::Host => {
+                if req.absolute_form {
+                    push_header(out, b"Host", req.authority.get(buf));
+                } else {
+                    push_header(out, h.name.get(buf), h.value.get(buf));
+                }
+            }
+            HeaderRole::XForwardedHost => {
+                has_xfh = true;
+                push_header(out, h.name.get(buf), h.value.get(buf));
+            }
+            HeaderRole::HopByHop
+            | HeaderRole::ContentLength
+            | HeaderRole::XForwardedFor
+            | HeaderRole::XForwardedProto => {}
+        }
+    }
+    push_merged(
+        out,
+        b"X-Forwarded-For",
+        buf,
+        req,
+        HeaderRole::XForwardedFor,
+        info.client_ip,
+    );
+    push_merged(
+        out,
+        b"X-Forwarded-Proto",
+        buf,
+        req,
+        HeaderRole::XForwardedProto,
+        info.proto,
+    );
+    if !has_xfh {
+        push_header(out, b"X-Forwarded-Host", req.authority.get(buf));
+    }
+    match req.framing {
+        Framing::Length(n) => {
+            push_header(
+                out,
+                b"Content-Length",
+                itoa::Buffer::new().format(n).as_bytes(),
+            );
+        }
+        Framing::Chunked => {
+            // Body bytes pass through verbatim, so the codings do too.
+            for h in &req.headers {
+                if name_eq(h.name.get(buf), b"transfer-encoding") {
+                    push_header(out, b"Transfer-Encoding", h.value.get(buf));
+                }
+            }
+        }
+        Framing::None | Framing::CloseDelimited => {}
+    }
+    if req.is_upgrade() {
+        out.extend_from_slice(b"Connection: upgrade\r\n");
+        if let Some(u) = req.upgrade {
+            push_header(out, b"Upgrade", u.get(buf));
+        }
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// How the client-facing response is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientConn {
+    KeepAlive,
+    Close,
+    Upgrade,
+}
+
+/// Encodes the head to send to the client for an upstream response.
+pub fn encode_response_head(buf: &[u8], res: &ResponseHead, conn: ClientConn, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(itoa::Buffer::new().format(res.status).as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(res.reason.get(buf));
+    out.extend_from_slice(b"\r\n");
+    let mut seen_length = false;
+    for h in &res.headers {
+        let name = h.name.get(buf);
+        match header_role(name) {
+            HeaderRole::HopByHop => {
+                if res.framing == Framing::Chunked && name_eq(name, b"transfer-encoding") {
+                    push_header(out, name, h.value.get(buf));
+                }
+            }
+            HeaderRole::ContentLength => {
+                // Validated identical already; send one clean value.
+                if !seen_length && res.framing != Framing::Chunked {
+                    seen_length = true;
+                    let v = h.value.get(buf);
+                    let first = v.split(|b| *b == b',').next().unwrap_or(v);
+                    push_header(out, name, crate::http1::trim_ows(first));
+                }
+            }
+            _ if name_eq(name, b"ngrok-error-code") => {}
+            _ if res.is_connection_token(buf, name) => {}
+            _ => push_header(out, name, h.value.get(buf)),
+        }
+    }
+    match conn {
+        ClientConn::KeepAlive => {}
+        ClientConn::Close => out.extend_from_slice(b"Connection: close\r\n"),
+        ClientConn::Upgrade => {
+            out.extend_from_slice(b"Connection: upgrade\r\n");
+            if let Some(u) = res.upgrade {
+                push_header(out, b"Upgrade", u.get(buf));
+            }
+        }
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn forward(raw: &[u8]) -> String {
+        let mut req = RequestHead::new();
+        assert_eq!(req.parse(raw, 1 << 20), Ok(true));
+        let mut out = Vec::new();
+        let info = ForwardInfo {
+            client_ip: "10.0.0.9",
+            proto: "http",
+        };
+        encode_request_head(raw, &req, &info, &mut out);
+        String::from_utf8(out).expect("ascii")
+    }
+
+    #[test]
+    fn forwarded_headers_appended_and_host_kept() {
+        let out = forward(
+            b"GET /p HTTP/1.1\r\nHost: App.example.com\r\nX-Forwarded-For: 1.1.1.1\r\nx-forwarded-for: 2.2.2.2\r\nX-Forwarded-Proto: https\r\nAccept: */*\r\n\r\n",
+        );
+        assert!(
+            out.starts_with("GET /p HTTP/1.1\r\nHost: App.example.com\r\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("X-Forwarded-For: 1.1.1.1, 2.2.2.2, 10.0.0.9\r\n"),
+            "{out}"
+        );
+        assert!(out.contains("X-Forwarded-Proto: https, http\r\n"), "{out}");
+        assert!(
+            out.contains("X-Forwarded-Host: App.example.com\r\n"),
+            "{out}"
+        );
+        assert!(out.contains("Accept: */*\r\n"));
+    }
+
+    #[test]
+    fn client_xfh_kept() {
+        let out = forward(b"GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-Host: orig\r\n\r\n");
+        assert!(out.contains("X-Forwarded-Host: orig\r\n"));
+        assert_eq!(out.matches("X-Forwarded-Host").count(), 1);
+    }
+
+    #[test]
+    fn hop_by_hop_dropped() {
+        let out = forward(
+            b"POST / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, X-Secret\r\nKeep-Alive: 5\r\nX-Secret: s\r\nTE: trailers\r\nProxy-Authorization: x\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n",
+        );
+        for gone in [
+            "Connection",
+            "Keep-Alive",
+            "X-Secret",
+            "TE:",
+            "Proxy-Authorization",
+            "Expect",
+        ] {
+            assert!(!out.contains(gone), "{gone} in {out}");
+        }
+        assert!(out.contains("Content-Length: 2\r\n"));
+    }
+
+    #[test]
+    fn websocket_upgrade_kept() {
+        let out = forward(b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: k\r\n\r\n");
+        assert!(
+            out.contains("Connection: upgrade\r\nUpgrade: websocket\r\n"),
+            "{out}"
+        );
+        assert!(out.contains("Sec-WebSocket-Key: k\r\n"));
+    }
+
+    #[test]
+    fn chunked_codings_pass_through() {
+        let out =
+            forward(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n");
+        assert!(
+            out.contains("Transfer-Encoding: gzip, chunked\r\n"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn absolute_form_becomes_origin_form() {
+        let out = forward(b"GET http://b.example/x?y=1 HTTP/1.1\r\nHost: ignored\r\n\r\n");
+        assert!(
+            out.starts_with("GET /x?y=1 HTTP/1.1\r\nHost: b.example\r\n"),
+            "{out}"
+        );
+        let out = forward(b"GET http://b.example?q HTTP/1.1\r\nHost: b.example\r\n\r\n");
+        assert!(out.starts_with("GET /?q HTTP/1.1\r\n"), "{out}");
+    }
+
+    #[test]
+    fn response_rewrite() {
+        let raw = b"HTTP/1.1 200 OK\r\nConnection: x-up, keep-alive\r\nX-Up: 1\r\nKeep-Alive: timeout=5\r\nngrok-error-code: ERR_NGROK_1\r\nContent-Length: 3, 3\r\nServer: s\r\n\r\n";
+        let mut res = ResponseHead::new();
+        assert_eq!(res.parse(raw, 1 << 20, false), Ok(true));
+        let mut out = Vec::new();
+        encode_response_head(raw, &res, ClientConn::Close, &mut out);
+        let out = String::from_utf8(out).expect("ascii");
+        assert_eq!(
+            out,
+            "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nServer: s\r\nConnection: close\r\n\r\n"
+        );
+    }
+}

@@ -1,0 +1,217 @@
+//! The edge process: loads the config, binds one SO_REUSEPORT listener per
+//! worker, starts the pinned workers, then serves as the control thread:
+//! SIGHUP reloads the config and publishes a new snapshot, SIGTERM/SIGINT
+//! drain the workers and exit.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use socket2::{Domain, Protocol, Socket, Type};
+use thiserror::Error;
+use tracing::{error, info, warn};
+
+use super::snapshot::{Snapshot, SnapshotStore};
+use super::worker::{self, DriverKind, Shared, WorkerSpec};
+use crate::config::{self, ConfigError, EdgeConfig};
+
+/// Accept queue length asked of the kernel (capped by net.core.somaxconn).
+const LISTEN_BACKLOG: i32 = 4096;
+
+#[derive(Debug, Error)]
+pub enum EdgeError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot start workers: {0}")]
+    Workers(String),
+    #[error("cannot install signal handlers: {0}")]
+    Signals(std::io::Error),
+}
+
+/// Command-line values that override the file.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub workers: Option<usize>,
+    pub listen_http: Option<SocketAddr>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct EdgeOptions {
+    pub config: Option<PathBuf>,
+    pub overrides: Overrides,
+    /// Validate the config and exit.
+    pub check: bool,
+}
+
+fn load(opts: &EdgeOptions) -> Result<EdgeConfig, ConfigError> {
+    let mut cfg = match &opts.config {
+        Some(path) => config::load_file(path)?,
+        None => config::file::parse_str("")?,
+    };
+    if let Some(w) = opts.overrides.workers {
+        if w == 0 {
+            return Err(ConfigError::Field {
+                field: "--workers".into(),
+                reason: "must be greater than zero".into(),
+            });
+        }
+        cfg.workers = w;
+    }
+    if let Some(addr) = opts.overrides.listen_http {
+        cfg.listen.http = addr;
+    }
+    Ok(cfg)
+}
+
+/// Binds `n` listeners sharing one address through SO_REUSEPORT. With
+/// port 0, the first bind picks the port and the others reuse it.
+fn bind_reuseport(addr: SocketAddr, n: usize) -> Result<Vec<std::net::TcpListener>, EdgeError> {
+    let mut out = Vec::with_capacity(n);
+    let mut addr = addr;
+    for _ in 0..n {
+        let bind = |addr: SocketAddr| -> std::io::Result<std::net::TcpListener> {
+            let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+            sock.set_reuse_address(true)?;
+            sock.set_reuse_port(true)?;
+            sock.set_nonblocking(true)?;
+            sock.set_nodelay(true)?;
+            sock.bind(&addr.into())?;
+            sock.listen(LISTEN_BACKLOG)?;
+            Ok(sock.into())
+        };
+        let l = bind(addr).map_err(|source| EdgeError::Bind { addr, source })?;
+        if addr.port() == 0 {
+            addr = l
+                .local_addr()
+                .map_err(|source| EdgeError::Bind { addr, source })?;
+        }
+        out.push(l);
+    }
+    Ok(out)
+}
+
+/// Runs the edge until SIGTERM/SIGINT.
+pub fn run(opts: EdgeOptions) -> Result<(), EdgeError> {
+    let cfg = load(&opts)?;
+    let first = Snapshot::build(&cfg, 1)?;
+    if opts.check {
+        info!(endpoints = cfg.endpoints.len(), "config is valid");
+        return Ok(());
+    }
+    let mut signals = signal_hook::iterator::Signals::new([SIGHUP, SIGINT, SIGTERM])
+        .map_err(EdgeError::Signals)?;
+    let listeners = bind_reuseport(cfg.listen.http, cfg.workers)?;
+    let http_addr = listeners
+        .first()
+        .and_then(|l| l.local_addr().ok())
+        .unwrap_or(cfg.listen.http);
+    let shared = Arc::new(Shared {
+        store: Arc::new(SnapshotStore::new(first)),
+        stopping: AtomicBool::new(false),
+    });
+    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    let grace = cfg.settings.timeouts.shutdown_grace;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut handles: Vec<JoinHandle<()>> = Vec::with_capacity(cfg.workers);
+    for (id, http) in listeners.into_iter().enumerate() {
+        let spec = WorkerSpec {
+            id,
+            core: if cores.is_empty() {
+                None
+            } else {
+                Some(cores[id % cores.len()])
+            },
+            http,
+            shared: shared.clone(),
+            grace,
+        };
+        let tx = tx.clone();
+        let handle = std::thread::Builder::new()
+            .name(format!("ringress-w{id}"))
+            .spawn(move || worker::run(spec, tx))
+            .map_err(|e| EdgeError::Workers(e.to_string()))?;
+        handles.push(handle);
+    }
+    drop(tx);
+    let mut kinds: Vec<DriverKind> = Vec::with_capacity(handles.len());
+    for _ in 0..handles.len() {
+        match rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(Ok(kind)) => kinds.push(kind),
+            Ok(Err(e)) => return Err(EdgeError::Workers(e)),
+            Err(e) => return Err(EdgeError::Workers(format!("worker did not start: {e}"))),
+        }
+    }
+    worker::log_driver(&kinds);
+    let driver = kinds.first().map(|k| k.as_str()).unwrap_or("none");
+    info!(
+        "ringress edge ready http={http_addr} workers={} driver={driver} endpoints={}",
+        handles.len(),
+        cfg.endpoints.len()
+    );
+
+    let mut generation = 1;
+    let mut running = cfg;
+    for signal in signals.forever() {
+        match signal {
+            SIGHUP => {
+                generation += 1;
+                match reload(&opts, &running, generation) {
+                    Ok((next_cfg, snapshot)) => {
+                        shared.store.publish(snapshot);
+                        info!(
+                            generation,
+                            endpoints = next_cfg.endpoints.len(),
+                            "config reloaded"
+                        );
+                        running = next_cfg;
+                    }
+                    Err(e) => error!("reload rejected, keeping the running config: {e}"),
+                }
+            }
+            _ => {
+                info!(signal, "stopping: draining connections (grace {:?})", grace);
+                break;
+            }
+        }
+    }
+    shared.stopping.store(true, Ordering::Release);
+    let deadline = Instant::now() + grace + Duration::from_secs(1);
+    while handles.iter().any(|h| !h.is_finished()) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let stuck = handles.iter().filter(|h| !h.is_finished()).count();
+    if stuck > 0 {
+        warn!(
+            stuck,
+            "workers still busy after the grace period; exiting anyway"
+        );
+    } else {
+        for h in handles {
+            let _ = h.join();
+        }
+    }
+    info!("stopped");
+    Ok(())
+}
+
+fn reload(
+    opts: &EdgeOptions,
+    running: &EdgeConfig,
+    generation: u64,
+) -> Result<(EdgeConfig, Snapshot), ConfigError> {
+    let next = load(opts)?;
+    if next.workers != running.workers || next.listen != running.listen {
+        warn!("workers and listen addresses change only on restart; keeping the running ones");
+    }
+    let snapshot = Snapshot::build(&next, generation)?;
+    Ok((next, snapshot))
+}

@@ -1,0 +1,11 @@
+//! Workers, listeners, snapshots and the signals that drive them.
+//!
+//! One worker per core, pinned, each with its own monoio runtime and its
+//! own SO_REUSEPORT listener; a worker owns every connection it accepts.
+//! The control thread (`edge`) publishes immutable [`snapshot::Snapshot`]s
+//! that workers pick up lock-free between requests.
+
+pub mod drain;
+pub mod edge;
+pub mod snapshot;
+pub mod worker;

@@ -1,0 +1,231 @@
+//! A worker: one thread pinned to one core, one monoio runtime, its own
+//! SO_REUSEPORT listener, its own upstream pool. It owns every connection
+//! it accepts for the connection's whole life.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use monoio::net::TcpListener;
+use tracing::{debug, info, warn};
+
+use super::drain::Drain;
+use super::snapshot::{SnapshotCache, SnapshotStore};
+use crate::proxy::conn;
+use crate::proxy::upstream_pool::UpstreamPool;
+
+/// State shared by every worker and the control thread: the snapshot
+/// store and the stop flag. Read-mostly.
+pub struct Shared {
+    pub store: Arc<SnapshotStore>,
+    pub stopping: AtomicBool,
+}
+
+/// Per-worker state, reachable from every connection task of that worker.
+pub struct WorkerCtx {
+    pub id: usize,
+    pub snapshots: SnapshotCache,
+    pub pool: RefCell<UpstreamPool>,
+    pub drain: Drain,
+    pub active: Cell<usize>,
+}
+
+/// Which io driver a worker runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DriverKind {
+    IoUring,
+    Legacy,
+}
+
+impl DriverKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DriverKind::IoUring => "io_uring",
+            DriverKind::Legacy => "legacy",
+        }
+    }
+}
+
+/// io_uring submission queue entries per worker.
+const URING_ENTRIES: u32 = 1024;
+
+/// How often a worker looks at the shared stop flag.
+const TICK: Duration = Duration::from_millis(50);
+
+pub struct WorkerSpec {
+    pub id: usize,
+    pub core: Option<core_affinity::CoreId>,
+    pub http: std::net::TcpListener,
+    pub shared: Arc<Shared>,
+    pub grace: Duration,
+}
+
+/// Runs a worker on the current thread until it has drained. Reports the
+/// driver it chose through `started`.
+pub fn run(spec: WorkerSpec, started: std::sync::mpsc::Sender<Result<DriverKind, String>>) {
+    if let Some(core) = spec.core {
+        if !core_affinity::set_for_current(core) {
+            warn!(
+                worker = spec.id,
+                core = core.id,
+                "could not pin worker to its core"
+            );
+        }
+    }
+    let force_legacy = std::env::var_os("MONOIO_FORCE_LEGACY_DRIVER").is_some_and(|v| v != "0");
+    if !force_legacy {
+        match monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+            .with_entries(URING_ENTRIES)
+            .enable_timer()
+            .build()
+        {
+            Ok(mut rt) => {
+                let _ = started.send(Ok(DriverKind::IoUring));
+                rt.block_on(worker_main(spec));
+                return;
+            }
+            Err(e) => {
+                warn!(worker = spec.id, error = %e, "io_uring unavailable; using the legacy driver")
+            }
+        }
+    }
+    match monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+        .enable_timer()
+        .build()
+    {
+        Ok(mut rt) => {
+            let _ = started.send(Ok(DriverKind::Legacy));
+            rt.block_on(worker_main(spec));
+        }
+        Err(e) => {
+            let _ = started.send(Err(format!(
+                "worker {}: cannot build a runtime: {e}",
+                spec.id
+            )));
+        }
+    }
+}
+
+async fn worker_main(spec: WorkerSpec) {
+    let WorkerSpec {
+        id,
+        http,
+        shared,
+        grace,
+        ..
+    } = spec;
+    let ctx = Rc::new(WorkerCtx {
+        id,
+        snapshots: SnapshotCache::new(shared.store.clone()),
+        pool: RefCell::new(UpstreamPool::default()),
+        drain: Drain::new(),
+        active: Cell::new(0),
+    });
+    let listener = match TcpListener::from_std(http) {
+        Ok(l) => l,
+        Err(e) => {
+            warn!(worker = id, error = %e, "cannot register listener");
+            return;
+        }
+    };
+    monoio::spawn(watch_stop(ctx.clone(), shared.clone()));
+    accept_loop(&listener, &ctx).await;
+    drop(listener);
+
+    // Drain: idle keep-alive connections close at once (they wait on the
+    // drain signal); in-flight exchanges finish, up to the grace period.
+    let deadline = Instant::now() + grace;
+    while ctx.active.get() > 0 && Instant::now() < deadline {
+        monoio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if ctx.active.get() > 0 {
+        warn!(
+            worker = id,
+            open = ctx.active.get(),
+            "grace period over; closing remaining connections"
+        );
+    }
+    ctx.pool.borrow_mut().clear();
+    debug!(worker = id, "worker stopped");
+}
+
+async fn watch_stop(ctx: Rc<WorkerCtx>, shared: Arc<Shared>) {
+    loop {
+        if shared.stopping.load(Ordering::Acquire) {
+            ctx.drain.fire();
+            return;
+        }
+        monoio::time::sleep(TICK).await;
+    }
+}
+
+/// Decrements the worker's connection count when a connection task ends.
+struct ActiveGuard(Rc<WorkerCtx>);
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.active.set(self.0.active.get().saturating_sub(1));
+    }
+}
+
+async fn accept_loop(listener: &TcpListener, ctx: &Rc<WorkerCtx>) {
+    let mut cap_logged = false;
+    loop {
+        if ctx.drain.is_fired() {
+            return;
+        }
+        let cap = ctx
+            .snapshots
+            .get()
+            .settings
+            .limits
+            .max_connections_per_worker;
+        if ctx.active.get() >= cap {
+            // Leave new connections in the kernel's backlog until one ends.
+            if !cap_logged {
+                warn!(
+                    worker = ctx.id,
+                    cap, "connection cap reached; pausing accept"
+                );
+                cap_logged = true;
+            }
+            monoio::time::sleep(Duration::from_millis(5)).await;
+            continue;
+        }
+        cap_logged = false;
+        let accepted = monoio::select! {
+            r = listener.accept() => r,
+            _ = ctx.drain.wait() => return,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let _ = stream.set_nodelay(true);
+                ctx.active.set(ctx.active.get() + 1);
+                let guard = ActiveGuard(ctx.clone());
+                monoio::spawn(async move {
+                    conn::serve(stream, peer, guard.0.clone()).await;
+                    drop(guard);
+                });
+            }
+            Err(e) => {
+                // EMFILE/ENFILE and friends: back off instead of spinning.
+                warn!(worker = ctx.id, error = %e, "accept failed");
+                monoio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+/// Logs once which driver the workers run.
+pub fn log_driver(kinds: &[DriverKind]) {
+    let driver = if kinds.iter().all(|k| *k == DriverKind::IoUring) {
+        "io_uring"
+    } else if kinds.iter().all(|k| *k == DriverKind::Legacy) {
+        "legacy"
+    } else {
+        "mixed"
+    };
+    info!(driver, workers = kinds.len(), "workers started");
+}
