@@ -12,6 +12,9 @@ pub mod head;
 pub mod limits;
 pub mod response;
 
+#[cfg(test)]
+mod proptests;
+
 pub use body::{BodyDecoder, Framing};
 pub use error::ParseError;
 pub use head::{HeaderSpan, Method, RequestHead};
