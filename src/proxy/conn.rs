@@ -47,6 +47,12 @@ struct Conn<S> {
     req: RequestHead,
     res: ResponseHead,
     host: String,
+    /// The client prefers JSON error pages (decided while the head's spans
+    /// are still valid).
+    json: bool,
+    /// The head (and maybe part of the body) has left `rbuf`: its spans are
+    /// stale, and an error reply must close the connection.
+    head_consumed: bool,
     ctx: Rc<WorkerCtx>,
 }
 
@@ -76,6 +82,8 @@ where
         req: RequestHead::new(),
         res: ResponseHead::new(),
         host: String::new(),
+        json: false,
+        head_consumed: false,
         ctx,
     };
     loop {
@@ -170,6 +178,8 @@ where
     /// One request/response exchange for the head now in `rbuf`.
     async fn exchange(&mut self, snap: &Arc<Snapshot>) -> Next {
         let settings = &snap.settings;
+        self.json = error_page::wants_json(&self.rbuf, &self.req);
+        self.head_consumed = false;
         if self.req.method() == Method::Connect {
             return self
                 .reply_error(EdgeError::METHOD_NOT_ALLOWED, "", true, settings)
@@ -251,10 +261,11 @@ where
         if res.is_err() {
             return Next::Abort;
         }
-        if close {
+        if close || self.head_consumed {
             return Next::Close;
         }
         self.rbuf.drain(..self.req.head_len);
+        self.head_consumed = true;
         let mut body = BodyDecoder::new(self.req.framing);
         loop {
             match body.scan(&self.rbuf) {
@@ -285,8 +296,8 @@ where
         parsed: bool,
         settings: &Settings,
     ) -> Next {
-        let json = parsed && error_page::wants_json(&self.rbuf, &self.req);
-        let close = !parsed || !self.can_keep_after_own_reply();
+        let json = parsed && self.json;
+        let close = !parsed || self.head_consumed || !self.can_keep_after_own_reply();
         self.wbuf.clear();
         error_page::render(err, detail, json, close, &mut self.wbuf);
         debug!(status = err.status, code = err.code, "edge error reply");
@@ -351,6 +362,7 @@ where
         let expect_continue = self.req.expect_continue;
         let client_keep_alive = self.req.keep_alive;
         self.rbuf.drain(..self.req.head_len);
+        self.head_consumed = true;
         let mut body = BodyDecoder::new(self.req.framing);
         match body.scan(&self.rbuf) {
             Ok(n) => {
@@ -367,7 +379,7 @@ where
         let mut attempt = 0;
         let (mut up, addr) = loop {
             attempt += 1;
-            let (stream, addr, reused) = match self.connect(upstream, settings).await {
+            let (stream, addr, reused) = match self.connect(upstream, retryable, settings).await {
                 Ok(c) => c,
                 Err(e) => return self.reply_error(e, &endpoint.url, true, settings).await,
             };
@@ -561,14 +573,21 @@ where
     }
 
     /// An upstream connection: pooled if one is idle, else a new one.
+    /// A request that cannot be retried only gets a pooled connection that
+    /// passes a liveness probe.
     async fn connect(
         &mut self,
         upstream: &Upstream,
+        retryable: bool,
         settings: &Settings,
     ) -> Result<(TcpStream, SocketAddr, bool), EdgeError> {
         let t = &settings.timeouts;
         for addr in &upstream.addrs {
-            let pooled = self.ctx.pool.borrow_mut().take(*addr, t.upstream_idle);
+            let pooled = if retryable {
+                self.ctx.pool.borrow_mut().take(*addr, t.upstream_idle)
+            } else {
+                self.ctx.pool.borrow_mut().take_alive(*addr, t.upstream_idle)
+            };
             if let Some(stream) = pooled {
                 return Ok((stream, *addr, true));
             }

@@ -5,6 +5,7 @@
 //! The control thread (`edge`) publishes immutable [`snapshot::Snapshot`]s
 //! that workers pick up lock-free between requests.
 
+pub mod catch_unwind;
 pub mod drain;
 pub mod edge;
 pub mod snapshot;

@@ -9,8 +9,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use monoio::net::TcpListener;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
+use super::catch_unwind::{panic_message, CatchUnwind};
 use super::drain::Drain;
 use super::snapshot::{SnapshotCache, SnapshotStore};
 use crate::proxy::conn;
@@ -205,7 +206,10 @@ async fn accept_loop(listener: &TcpListener, ctx: &Rc<WorkerCtx>) {
                 ctx.active.set(ctx.active.get() + 1);
                 let guard = ActiveGuard(ctx.clone());
                 monoio::spawn(async move {
-                    conn::serve(stream, peer, guard.0.clone()).await;
+                    let serve = Box::pin(conn::serve(stream, peer, guard.0.clone()));
+                    if let Err(p) = CatchUnwind(serve).await {
+                        error!(worker = guard.0.id, %peer, panic = panic_message(p.as_ref()), "connection task panicked (bug); connection closed");
+                    }
                     drop(guard);
                 });
             }
