@@ -244,6 +244,7 @@ where
     /// reading the request body.
     fn can_keep_after_own_reply(&self) -> bool {
         self.req.keep_alive
+            && !self.ctx.drain.is_fired()
             && !self.req.is_upgrade()
             && match self.req.framing {
                 Framing::None => true,
