@@ -587,7 +587,10 @@ where
             let pooled = if retryable {
                 self.ctx.pool.borrow_mut().take(*addr, t.upstream_idle)
             } else {
-                self.ctx.pool.borrow_mut().take_alive(*addr, t.upstream_idle)
+                self.ctx
+                    .pool
+                    .borrow_mut()
+                    .take_alive(*addr, t.upstream_idle)
             };
             if let Some(stream) = pooled {
                 return Ok((stream, *addr, true));

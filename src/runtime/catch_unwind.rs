@@ -41,7 +41,10 @@ mod tests {
         let waker = std::task::Waker::noop();
         let mut cx = Context::from_waker(waker);
         let mut ok = CatchUnwind(Box::pin(async { 5 }));
-        assert!(matches!(Pin::new(&mut ok).poll(&mut cx), Poll::Ready(Ok(5))));
+        assert!(matches!(
+            Pin::new(&mut ok).poll(&mut cx),
+            Poll::Ready(Ok(5))
+        ));
         let mut bad = CatchUnwind(Box::pin(async {
             if std::hint::black_box(true) {
                 panic!("boom");

@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# The project's single test command (documented in the README; CI runs it
+# through .ci/run). It installs the system tools the tests and benches need,
+# only when they are missing, then runs: rustfmt check, clippy with warnings
+# as errors, and the whole test suite (unit + integration; the integration
+# tests start real nginx and curl, and tests/legacy_driver.rs covers the
+# epoll fallback by setting MONOIO_FORCE_LEGACY_DRIVER itself).
+# Exits non-zero on the first failing step and prints the time of each step.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+total_start=$(date +%s)
+timings=()
+
+step() {
+    local name="$1"
+    shift
+    echo "==> ${name}: $*"
+    local start end rc=0
+    start=$(date +%s)
+    "$@" || rc=$?
+    end=$(date +%s)
+    timings+=("$(printf '%-28s %4ss  %s' "${name}" "$((end - start))" "$([ "$rc" -eq 0 ] && echo ok || echo "FAILED (exit $rc)")")")
+    if [ "$rc" -ne 0 ]; then
+        summary
+        echo "scripts/test.sh: step '${name}' failed with exit code ${rc}" >&2
+        exit "$rc"
+    fi
+}
+
+summary() {
+    echo
+    echo "==> step timings"
+    local t
+    for t in "${timings[@]}"; do
+        echo "    $t"
+    done
+    echo "    $(printf '%-28s %4ss' total "$(($(date +%s) - total_start))")"
+}
+
+# ---------------------------------------------------------------- tools
+
+have() { command -v "$1" >/dev/null 2>&1; }
+
+install_tools() {
+    local missing=()
+    have curl || missing+=(curl)
+    { [ -x /usr/sbin/nginx ] || have nginx; } || missing+=(nginx)
+    { [ -x /usr/sbin/haproxy ] || have haproxy; } || missing+=(haproxy)
+    have wrk || missing+=(wrk)
+    have h2load || missing+=(nghttp2-client)
+    have pkg-config || missing+=(pkg-config)
+    if [ "${#missing[@]}" -eq 0 ]; then
+        echo "all tools present (curl nginx haproxy wrk h2load pkg-config)"
+        return 0
+    fi
+    echo "missing: ${missing[*]}"
+    local sudo=()
+    if [ "$(id -u)" -ne 0 ]; then
+        if have sudo; then
+            sudo=(sudo)
+        else
+            echo "not root and no sudo: cannot install ${missing[*]}" >&2
+            return 1
+        fi
+    fi
+    if ! have apt-get; then
+        echo "no apt-get: install ${missing[*]} by hand" >&2
+        return 1
+    fi
+    # Keep package scripts from starting services (nginx, haproxy) on
+    # install; restore the previous policy afterwards.
+    local policy=/usr/sbin/policy-rc.d made_policy=0
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\nexit 101\n' | "${sudo[@]}" tee "$policy" >/dev/null
+        "${sudo[@]}" chmod +x "$policy"
+        made_policy=1
+    fi
+    local rc=0
+    export DEBIAN_FRONTEND=noninteractive
+    "${sudo[@]}" apt-get update -q || rc=$?
+    if [ "$rc" -eq 0 ]; then
+        local pkgs=()
+        local p
+        for p in "${missing[@]}"; do
+            if [ "$p" = nginx ]; then
+                # nginx-light is the small build; newer Debian only has nginx.
+                if apt-cache show nginx-light >/dev/null 2>&1; then
+                    pkgs+=(nginx-light)
+                else
+                    pkgs+=(nginx)
+                fi
+            else
+                pkgs+=("$p")
+            fi
+        done
+        "${sudo[@]}" apt-get install -y -q --no-install-recommends "${pkgs[@]}" || rc=$?
+    fi
+    if [ "$made_policy" -eq 1 ]; then
+        "${sudo[@]}" rm -f "$policy"
+    fi
+    return "$rc"
+}
+
+step "install tools" install_tools
+
+# ---------------------------------------------------------------- checks
+
+step "cargo fmt --check" cargo fmt --all -- --check
+step "cargo clippy" cargo clippy --all-targets -- -D warnings
+step "cargo build (tests)" cargo test --all-targets --no-run
+step "cargo test" cargo test --all-targets --no-fail-fast
+
+summary
+echo "scripts/test.sh: all steps passed"
