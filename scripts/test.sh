@@ -108,9 +108,9 @@ step "install tools" install_tools
 # ---------------------------------------------------------------- checks
 
 step "cargo fmt --check" cargo fmt --all -- --check
-step "cargo clippy" cargo clippy --all-targets -- -D warnings
-step "cargo build (tests)" cargo test --all-targets --no-run
-step "cargo test" cargo test --all-targets --no-fail-fast
+step "cargo clippy" cargo clippy --workspace --all-targets -- -D warnings
+step "cargo build (tests)" cargo test --workspace --all-targets --no-run
+step "cargo test" cargo test --workspace --all-targets --no-fail-fast
 
 summary
 echo "scripts/test.sh: all steps passed"

@@ -49,6 +49,45 @@ impl DriverKind {
     }
 }
 
+/// io_uring setup flags. A worker's ring is only ever touched by its own
+/// thread, which is what SINGLE_ISSUER promises the kernel; COOP_TASKRUN
+/// stops the kernel from interrupting the worker to run completion work.
+/// `RINGRESS_URING_SETUP=plain|coop|single` picks another set (for A/B
+/// measurements; see docs/performance.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum UringSetup {
+    Plain,
+    Coop,
+    CoopSingleIssuer,
+}
+
+impl UringSetup {
+    const DEFAULT: UringSetup = UringSetup::CoopSingleIssuer;
+
+    fn from_env() -> UringSetup {
+        match std::env::var("RINGRESS_URING_SETUP").as_deref() {
+            Ok("plain") => UringSetup::Plain,
+            Ok("coop") => UringSetup::Coop,
+            Ok("single") => UringSetup::CoopSingleIssuer,
+            _ => UringSetup::DEFAULT,
+        }
+    }
+
+    fn builder(self) -> io_uring::Builder {
+        let mut b = io_uring::IoUring::builder();
+        match self {
+            UringSetup::Plain => {}
+            UringSetup::Coop => {
+                b.setup_coop_taskrun();
+            }
+            UringSetup::CoopSingleIssuer => {
+                b.setup_coop_taskrun().setup_single_issuer();
+            }
+        }
+        b
+    }
+}
+
 /// io_uring submission queue entries per worker.
 const URING_ENTRIES: u32 = 1024;
 
@@ -77,18 +116,27 @@ pub fn run(spec: WorkerSpec, started: std::sync::mpsc::Sender<Result<DriverKind,
     }
     let force_legacy = std::env::var_os("MONOIO_FORCE_LEGACY_DRIVER").is_some_and(|v| v != "0");
     if !force_legacy {
-        match monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
-            .with_entries(URING_ENTRIES)
-            .enable_timer()
-            .build()
-        {
-            Ok(mut rt) => {
-                let _ = started.send(Ok(DriverKind::IoUring));
-                rt.block_on(worker_main(spec));
-                return;
-            }
-            Err(e) => {
-                warn!(worker = spec.id, error = %e, "io_uring unavailable; using the legacy driver")
+        let setup = UringSetup::from_env();
+        // Setup flags need newer kernels; without them io_uring still runs.
+        for flags in [setup, UringSetup::Plain] {
+            match monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+                .with_entries(URING_ENTRIES)
+                .uring_builder(flags.builder())
+                .enable_timer()
+                .build()
+            {
+                Ok(mut rt) => {
+                    debug!(worker = spec.id, setup = ?flags, "io_uring runtime built");
+                    let _ = started.send(Ok(DriverKind::IoUring));
+                    rt.block_on(worker_main(spec));
+                    return;
+                }
+                Err(e) if flags != UringSetup::Plain => {
+                    debug!(worker = spec.id, setup = ?flags, error = %e, "io_uring setup flags refused; retrying without");
+                }
+                Err(e) => {
+                    warn!(worker = spec.id, error = %e, "io_uring unavailable; using the legacy driver")
+                }
             }
         }
     }
