@@ -59,6 +59,7 @@ enum UringSetup {
     Plain,
     Coop,
     CoopSingleIssuer,
+    DeferTaskrun,
 }
 
 impl UringSetup {
@@ -69,6 +70,7 @@ impl UringSetup {
             Ok("plain") => UringSetup::Plain,
             Ok("coop") => UringSetup::Coop,
             Ok("single") => UringSetup::CoopSingleIssuer,
+            Ok("defer") => UringSetup::DeferTaskrun,
             _ => UringSetup::DEFAULT,
         }
     }
@@ -82,6 +84,11 @@ impl UringSetup {
             }
             UringSetup::CoopSingleIssuer => {
                 b.setup_coop_taskrun().setup_single_issuer();
+            }
+            UringSetup::DeferTaskrun => {
+                b.setup_coop_taskrun()
+                    .setup_single_issuer()
+                    .setup_defer_taskrun();
             }
         }
         b
