@@ -7,8 +7,10 @@
 
 pub mod cli;
 pub mod config;
+pub mod h2;
 pub mod http1;
 pub mod policy;
 pub mod proxy;
 pub mod route;
 pub mod runtime;
+pub mod tls;

@@ -1,0 +1,1 @@
+//! HTTP/2 server side on monoio. Being written.

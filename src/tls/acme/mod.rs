@@ -1,0 +1,2 @@
+//! ACME (RFC 8555) certificate management. Being written; see the module
+//! contract in CONTRACT-ACME.md until it lands.
