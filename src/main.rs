@@ -28,9 +28,12 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Edge(args) => edge::run(EdgeOptions {
             config: args.config,
+            dev: args.dev,
             overrides: Overrides {
                 workers: args.workers,
                 listen_http: args.listen_http,
+                listen_https: args.listen_https,
+                data_dir: args.data_dir,
             },
             check: args.check,
         }),

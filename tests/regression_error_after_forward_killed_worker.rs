@@ -37,7 +37,11 @@ fn upstream_closes_without_answering() {
         assert_edge_error(&resp, 502, "ERR_NGROK_3004");
     }
     healthy_still_served(&edge);
-    assert!(!edge.stderr_text().contains("panicked"), "{}", edge.stderr_text());
+    assert!(
+        !edge.stderr_text().contains("panicked"),
+        "{}",
+        edge.stderr_text()
+    );
 }
 
 #[test]
@@ -58,13 +62,20 @@ fn upstream_sends_garbage_with_json_accept() {
 fn upstream_times_out_after_body_was_sent() {
     let broken = Upstream::start(Behaviour::Silent);
     let healthy = Upstream::start(Behaviour::Echo);
-    let edge = Edge::start(&config(&broken, &healthy, "[timeouts]\nupstream_idle = \"1s\"\n"));
+    let edge = Edge::start(&config(
+        &broken,
+        &healthy,
+        "[timeouts]\nupstream_idle = \"1s\"\n",
+    ));
     let mut c = Client::connect(edge.addr());
     c.set_read_timeout(Duration::from_secs(10));
     let resp = c.roundtrip(
         "POST /x HTTP/1.1\r\nHost: broken.example.com\r\nContent-Length: 5\r\n\r\nhello",
     );
     assert_edge_error(&resp, 504, "ERR_NGROK_3008");
-    assert!(resp.connection_close(), "a reply after the body left must close");
+    assert!(
+        resp.connection_close(),
+        "a reply after the body left must close"
+    );
     healthy_still_served(&edge);
 }

@@ -45,6 +45,17 @@ pub struct EdgeArgs {
     /// Public HTTP listener address (overrides `listen.http`).
     #[arg(long)]
     pub listen_http: Option<SocketAddr>,
+    /// Public HTTPS listener address (overrides `listen.https`).
+    #[arg(long)]
+    pub listen_https: Option<SocketAddr>,
+    /// Development mode: loopback listeners (8080/8443), a local CA in the
+    /// data dir, base domain ringress.localhost.
+    #[arg(long)]
+    pub dev: bool,
+    /// Where state and certificates live (default /var/lib/ringress, or
+    /// ~/.local/share/ringress with --dev).
+    #[arg(long, env = "RINGRESS_DATA_DIR")]
+    pub data_dir: Option<std::path::PathBuf>,
     /// Validate the config and exit.
     #[arg(long)]
     pub check: bool,

@@ -2,20 +2,28 @@
 //! [`EdgeConfig`].
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
 
 use super::url::{EndpointUrl, UpstreamUrl};
-use super::{ConfigError, EdgeConfig, EndpointConfig, Limits, Listen, Settings, Timeouts};
+use super::{
+    AcmeConfig, ConfigError, EdgeConfig, EndpointConfig, FileCertificate, Limits, Listen, Settings,
+    Timeouts, TlsConfig,
+};
 use crate::http1::limits::MAX_HEAD_BYTES_CEILING;
 use crate::policy::TrafficPolicy;
+use crate::route::Scheme;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     workers: Option<usize>,
+    data_dir: Option<PathBuf>,
+    #[serde(default)]
+    tls: FileTls,
+    acme: Option<FileAcme>,
     #[serde(default)]
     listen: FileListen,
     #[serde(default)]
@@ -30,6 +38,30 @@ struct FileConfig {
 #[serde(deny_unknown_fields)]
 struct FileListen {
     http: Option<String>,
+    https: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileTls {
+    #[serde(default)]
+    certificates: Vec<FileCert>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileCert {
+    domains: Vec<String>,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileAcme {
+    directory: String,
+    ca_bundle: Option<PathBuf>,
+    email: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -59,21 +91,60 @@ struct FileEndpoint {
 }
 
 /// Where the edge listens when neither the file nor a flag says.
-pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_HTTP_LISTEN: &str = "0.0.0.0:80";
+pub const DEFAULT_HTTPS_LISTEN: &str = "0.0.0.0:443";
+pub const DEV_HTTP_LISTEN: &str = "127.0.0.1:8080";
+pub const DEV_HTTPS_LISTEN: &str = "127.0.0.1:8443";
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/ringress";
+
+/// How the file is read: `--dev` changes defaults.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LoadMode {
+    pub dev: bool,
+}
+
+/// The data dir used when none is configured: the system's in
+/// production, the user's under `--dev` (where the agent looks for the dev
+/// CA by default).
+pub fn default_data_dir(dev: bool) -> PathBuf {
+    if !dev {
+        return PathBuf::from(DEFAULT_DATA_DIR);
+    }
+    let base = std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")));
+    match base {
+        Some(b) => b.join("ringress"),
+        None => PathBuf::from(".ringress"),
+    }
+}
 
 /// Reads and validates a config file.
-pub fn load_file(path: &Path) -> Result<EdgeConfig, ConfigError> {
+pub fn load_file(path: &Path, mode: LoadMode) -> Result<EdgeConfig, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.to_owned(),
         source,
     })?;
-    parse_str(&text)
+    parse_str_with(&text, mode)
+}
+
+/// Parses and validates config text (production defaults).
+pub fn parse_str(text: &str) -> Result<EdgeConfig, ConfigError> {
+    parse_str_with(text, LoadMode::default())
 }
 
 /// Parses and validates config text.
-pub fn parse_str(text: &str) -> Result<EdgeConfig, ConfigError> {
+pub fn parse_str_with(text: &str, mode: LoadMode) -> Result<EdgeConfig, ConfigError> {
     let file: FileConfig = toml::from_str(text)?;
-    validate(file)
+    validate(file, mode)
+}
+
+fn socket_addr(field: &str, value: &str) -> Result<SocketAddr, ConfigError> {
+    value.parse().map_err(|_| ConfigError::Field {
+        field: field.into(),
+        reason: format!("{value:?} is not an address like 127.0.0.1:8080"),
+    })
 }
 
 fn duration(
@@ -108,7 +179,7 @@ fn positive(field: &str, value: Option<usize>, default: usize) -> Result<usize, 
     }
 }
 
-fn validate(file: FileConfig) -> Result<EdgeConfig, ConfigError> {
+fn validate(file: FileConfig, mode: LoadMode) -> Result<EdgeConfig, ConfigError> {
     let workers = positive("workers", file.workers, EdgeConfig::default_workers())?;
     if workers > 1024 {
         return Err(ConfigError::Field {
@@ -116,11 +187,20 @@ fn validate(file: FileConfig) -> Result<EdgeConfig, ConfigError> {
             reason: "at most 1024".into(),
         });
     }
-    let http = file.listen.http.as_deref().unwrap_or(DEFAULT_HTTP_LISTEN);
-    let http: SocketAddr = http.parse().map_err(|_| ConfigError::Field {
-        field: "listen.http".into(),
-        reason: format!("{http:?} is not an address like 127.0.0.1:8080"),
-    })?;
+    let (http_default, https_default) = if mode.dev {
+        (DEV_HTTP_LISTEN, DEV_HTTPS_LISTEN)
+    } else {
+        (DEFAULT_HTTP_LISTEN, DEFAULT_HTTPS_LISTEN)
+    };
+    let http = socket_addr(
+        "listen.http",
+        file.listen.http.as_deref().unwrap_or(http_default),
+    )?;
+    let https_explicit = file.listen.https.is_some();
+    let https = socket_addr(
+        "listen.https",
+        file.listen.https.as_deref().unwrap_or(https_default),
+    )?;
     let d = Timeouts::default();
     let t = file.timeouts;
     let timeouts = Timeouts {
@@ -157,6 +237,49 @@ fn validate(file: FileConfig) -> Result<EdgeConfig, ConfigError> {
             reason: format!("at most {MAX_HEAD_BYTES_CEILING}"),
         });
     }
+    let mut certificates = Vec::with_capacity(file.tls.certificates.len());
+    for (i, c) in file.tls.certificates.into_iter().enumerate() {
+        if c.domains.is_empty() {
+            return Err(ConfigError::Field {
+                field: format!("tls.certificates[{i}].domains"),
+                reason: "list the names this certificate serves".into(),
+            });
+        }
+        let mut domains = Vec::with_capacity(c.domains.len());
+        for d in c.domains {
+            let d = d.trim_end_matches('.').to_ascii_lowercase();
+            let bare = d.strip_prefix("*.").unwrap_or(&d);
+            if bare.is_empty() || bare.contains(['*', '/', ':', ' ']) {
+                return Err(ConfigError::Field {
+                    field: format!("tls.certificates[{i}].domains"),
+                    reason: format!("{d:?} is not a host name or *.suffix"),
+                });
+            }
+            domains.push(d);
+        }
+        certificates.push(FileCertificate {
+            domains,
+            cert: c.cert,
+            key: c.key,
+        });
+    }
+    let acme = match file.acme {
+        None => None,
+        Some(a) => {
+            if !a.directory.starts_with("https://") && !a.directory.starts_with("http://") {
+                return Err(ConfigError::Field {
+                    field: "acme.directory".into(),
+                    reason: format!("{:?} is not a URL", a.directory),
+                });
+            }
+            Some(AcmeConfig {
+                directory: a.directory,
+                ca_bundle: a.ca_bundle,
+                email: a.email,
+            })
+        }
+    };
+    let tls = TlsConfig { certificates, acme };
     let mut endpoints = Vec::with_capacity(file.endpoints.len());
     for e in file.endpoints {
         let url = EndpointUrl::parse(&e.url)?;
@@ -177,9 +300,20 @@ fn validate(file: FileConfig) -> Result<EdgeConfig, ConfigError> {
             traffic_policy: e.traffic_policy,
         });
     }
+    let https_needed = mode.dev
+        || https_explicit
+        || !tls.certificates.is_empty()
+        || tls.acme.is_some()
+        || endpoints.iter().any(|e| e.url.scheme == Scheme::Https);
     Ok(EdgeConfig {
         workers,
-        listen: Listen { http },
+        listen: Listen {
+            http,
+            https: https_needed.then_some(https),
+        },
+        dev: mode.dev,
+        data_dir: file.data_dir.unwrap_or_else(|| default_data_dir(mode.dev)),
+        tls,
         settings: Settings { timeouts, limits },
         endpoints,
     })

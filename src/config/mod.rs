@@ -34,10 +34,38 @@ pub enum ConfigError {
     },
 }
 
-/// Listener addresses. Only the plain-HTTP listener exists so far.
+/// Listener addresses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listen {
     pub http: SocketAddr,
+    /// The public HTTPS listener; `None` when the edge has nothing to serve
+    /// over TLS (see `file::https_needed`).
+    pub https: Option<SocketAddr>,
+}
+
+/// A certificate chain and key from files, for the names it lists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileCertificate {
+    /// Exact names or `*.suffix` wildcards, lowercase.
+    pub domains: Vec<String>,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Automatic certificates (RFC 8555, HTTP-01).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcmeConfig {
+    pub directory: String,
+    /// PEM roots trusted for the directory's HTTPS (a private ACME server).
+    pub ca_bundle: Option<PathBuf>,
+    pub email: Option<String>,
+}
+
+/// Where TLS material comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TlsConfig {
+    pub certificates: Vec<FileCertificate>,
+    pub acme: Option<AcmeConfig>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,9 +131,18 @@ pub struct EndpointConfig {
 pub struct EdgeConfig {
     pub workers: usize,
     pub listen: Listen,
+    /// Development mode: loopback listeners, a local CA, base domain
+    /// `ringress.localhost`.
+    pub dev: bool,
+    /// State and certificates live here.
+    pub data_dir: PathBuf,
+    pub tls: TlsConfig,
     pub settings: Settings,
     pub endpoints: Vec<EndpointConfig>,
 }
+
+/// The dev base domain: every `*.localhost` name resolves to loopback.
+pub const DEV_BASE_DOMAIN: &str = "ringress.localhost";
 
 impl EdgeConfig {
     pub fn default_workers() -> usize {

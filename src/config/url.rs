@@ -67,12 +67,12 @@ impl EndpointUrl {
             split_scheme(url).ok_or_else(|| err("url needs a scheme (http://)".into()))?;
         let scheme = match scheme.to_ascii_lowercase().as_str() {
             "http" => Scheme::Http,
-            "https" => {
-                return Err(err(
-                    "https endpoints need the HTTPS listener, which is not available yet".into(),
-                ))
+            "https" => Scheme::Https,
+            other => {
+                return Err(err(format!(
+                    "unsupported scheme {other:?} (use http:// or https://)"
+                )))
             }
-            other => return Err(err(format!("unsupported scheme {other:?} (use http://)"))),
         };
         let (host, _port) = split_authority(rest, "url").map_err(err)?;
         let host = host.to_ascii_lowercase();

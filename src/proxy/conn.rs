@@ -26,7 +26,7 @@ use super::io::{read_append, write_all, write_prefix, IoFail};
 use crate::config::Settings;
 use crate::http1::{BodyDecoder, Framing, Method, ParseError, RequestHead, ResponseHead};
 use crate::policy::Decision;
-use crate::route::{normalize_host, Endpoint, Upstream};
+use crate::route::{normalize_host, Endpoint, Scheme, Upstream};
 use crate::runtime::snapshot::Snapshot;
 use crate::runtime::worker::WorkerCtx;
 
@@ -40,6 +40,7 @@ const LINGER: Duration = Duration::from_secs(2);
 
 struct Conn<S> {
     client: S,
+    scheme: Scheme,
     peer_ip: String,
     rbuf: Vec<u8>,
     ubuf: Vec<u8>,
@@ -68,13 +69,15 @@ enum Next {
     Upgrade(TcpStream),
 }
 
-/// Serves a client connection until it closes.
-pub async fn serve<S>(client: S, peer: SocketAddr, ctx: Rc<WorkerCtx>)
+/// Serves a client connection until it closes. `scheme` is the
+/// listener's: it picks the route table and `X-Forwarded-Proto`.
+pub async fn serve<S>(client: S, peer: SocketAddr, ctx: Rc<WorkerCtx>, scheme: Scheme)
 where
     S: AsyncReadRent + AsyncWriteRent + Split,
 {
     let mut conn = Conn {
         client,
+        scheme,
         peer_ip: peer.ip().to_canonical().to_string(),
         rbuf: Vec::with_capacity(8 * 1024),
         ubuf: Vec::new(),
@@ -196,7 +199,11 @@ where
                 )
                 .await;
         }
-        let Some(endpoint) = snap.http_routes.lookup(&self.host).cloned() else {
+        let routes = match self.scheme {
+            Scheme::Http => &snap.http_routes,
+            Scheme::Https => &snap.https_routes,
+        };
+        let Some(endpoint) = routes.lookup(&self.host).cloned() else {
             let detail = format!("No endpoint is online for {}.", self.host);
             return self
                 .reply_error(EdgeError::NO_ENDPOINT, &detail, true, settings)
@@ -356,7 +363,7 @@ where
         self.wbuf.clear();
         let info = ForwardInfo {
             client_ip: &self.peer_ip,
-            proto: "http",
+            proto: self.scheme.as_str(),
         };
         encode_request_head(&self.rbuf, &self.req, &info, &mut self.wbuf);
         let upgrade = self.req.is_upgrade();

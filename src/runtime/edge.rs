@@ -15,9 +15,10 @@ use socket2::{Domain, Protocol, Socket, Type};
 use thiserror::Error;
 use tracing::{error, info, warn};
 
-use super::snapshot::{Snapshot, SnapshotStore};
+use super::snapshot::{Snapshot, SnapshotStore, TlsMaterial};
 use super::worker::{self, DriverKind, Shared, WorkerSpec};
 use crate::config::{self, ConfigError, EdgeConfig};
+use crate::tls::local_ca::LocalCa;
 
 /// Accept queue length asked of the kernel (capped by net.core.somaxconn).
 const LISTEN_BACKLOG: i32 = 4096;
@@ -35,6 +36,15 @@ pub enum EdgeError {
     Workers(String),
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
+    #[error(transparent)]
+    LocalCa(#[from] crate::tls::local_ca::LocalCaError),
+    #[error("TLS configuration: {0}")]
+    Tls(#[from] rustls::Error),
+}
+
+/// What wakes the control thread.
+enum ControlEvent {
+    Signal(i32),
 }
 
 /// Command-line values that override the file.
@@ -42,20 +52,25 @@ pub enum EdgeError {
 pub struct Overrides {
     pub workers: Option<usize>,
     pub listen_http: Option<SocketAddr>,
+    pub listen_https: Option<SocketAddr>,
+    pub data_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Default)]
 pub struct EdgeOptions {
     pub config: Option<PathBuf>,
+    /// Development mode (loopback defaults, local CA).
+    pub dev: bool,
     pub overrides: Overrides,
     /// Validate the config and exit.
     pub check: bool,
 }
 
 fn load(opts: &EdgeOptions) -> Result<EdgeConfig, ConfigError> {
+    let mode = config::file::LoadMode { dev: opts.dev };
     let mut cfg = match &opts.config {
-        Some(path) => config::load_file(path)?,
-        None => config::file::parse_str("")?,
+        Some(path) => config::load_file(path, mode)?,
+        None => config::file::parse_str_with("", mode)?,
     };
     if let Some(w) = opts.overrides.workers {
         if w == 0 {
@@ -68,6 +83,12 @@ fn load(opts: &EdgeOptions) -> Result<EdgeConfig, ConfigError> {
     }
     if let Some(addr) = opts.overrides.listen_http {
         cfg.listen.http = addr;
+    }
+    if let Some(addr) = opts.overrides.listen_https {
+        cfg.listen.https = Some(addr);
+    }
+    if let Some(dir) = &opts.overrides.data_dir {
+        cfg.data_dir = dir.clone();
     }
     Ok(cfg)
 }
@@ -102,27 +123,64 @@ fn bind_reuseport(addr: SocketAddr, n: usize) -> Result<Vec<std::net::TcpListene
 /// Runs the edge until SIGTERM/SIGINT.
 pub fn run(opts: EdgeOptions) -> Result<(), EdgeError> {
     let cfg = load(&opts)?;
-    let first = Snapshot::build(&cfg, 1)?;
+    let mut material = TlsMaterial::default();
+    if cfg.dev {
+        let ca = LocalCa::load_or_create(&cfg.data_dir)?;
+        info!("dev CA: {} (curl --cacert {0})", ca.pem_path().display());
+        material.local_ca = Some(Arc::new(ca));
+    }
+    let first = Snapshot::build(&cfg, 1, &material)?;
     if opts.check {
         info!(endpoints = cfg.endpoints.len(), "config is valid");
         return Ok(());
     }
+    let (events_tx, events) = std::sync::mpsc::channel::<ControlEvent>();
     let mut signals = signal_hook::iterator::Signals::new([SIGHUP, SIGINT, SIGTERM])
         .map_err(EdgeError::Signals)?;
-    let listeners = bind_reuseport(cfg.listen.http, cfg.workers)?;
-    let http_addr = listeners
-        .first()
-        .and_then(|l| l.local_addr().ok())
-        .unwrap_or(cfg.listen.http);
+    let signal_tx = events_tx.clone();
+    std::thread::Builder::new()
+        .name("ringress-signals".into())
+        .spawn(move || {
+            for sig in signals.forever() {
+                if signal_tx.send(ControlEvent::Signal(sig)).is_err() {
+                    return;
+                }
+            }
+        })
+        .map_err(|e| EdgeError::Workers(e.to_string()))?;
+
+    let http_listeners = bind_reuseport(cfg.listen.http, cfg.workers)?;
+    let https_listeners = match cfg.listen.https {
+        Some(addr) => Some(bind_reuseport(addr, cfg.workers)?),
+        None => None,
+    };
+    let http_addr = local_addr_of(&http_listeners, cfg.listen.http);
+    let https_addr = https_listeners
+        .as_deref()
+        .zip(cfg.listen.https)
+        .map(|(l, a)| local_addr_of(l, a));
     let shared = Arc::new(Shared {
         store: Arc::new(SnapshotStore::new(first)),
         stopping: AtomicBool::new(false),
     });
+    let ticketer = crate::tls::server_config::ticketer()?;
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let grace = cfg.settings.timeouts.shutdown_grace;
     let (tx, rx) = std::sync::mpsc::channel();
     let mut handles: Vec<JoinHandle<()>> = Vec::with_capacity(cfg.workers);
-    for (id, http) in listeners.into_iter().enumerate() {
+    let mut https_listeners = https_listeners.map(Vec::into_iter);
+    for (id, http) in http_listeners.into_iter().enumerate() {
+        let https = match https_listeners.as_mut().and_then(Iterator::next) {
+            Some(l) => Some((
+                l,
+                crate::tls::server_config::worker_config(
+                    shared.store.clone(),
+                    ticketer.clone(),
+                    false,
+                )?,
+            )),
+            None => None,
+        };
         let spec = WorkerSpec {
             id,
             core: if cores.is_empty() {
@@ -131,6 +189,7 @@ pub fn run(opts: EdgeOptions) -> Result<(), EdgeError> {
                 Some(cores[id % cores.len()])
             },
             http,
+            https,
             shared: shared.clone(),
             grace,
         };
@@ -152,19 +211,22 @@ pub fn run(opts: EdgeOptions) -> Result<(), EdgeError> {
     }
     worker::log_driver(&kinds);
     let driver = kinds.first().map(|k| k.as_str()).unwrap_or("none");
+    let https_field = https_addr
+        .map(|a| format!(" https={a}"))
+        .unwrap_or_default();
     info!(
-        "ringress edge ready http={http_addr} workers={} driver={driver} endpoints={}",
+        "ringress edge ready http={http_addr}{https_field} workers={} driver={driver} endpoints={}",
         handles.len(),
         cfg.endpoints.len()
     );
 
     let mut generation = 1;
     let mut running = cfg;
-    for signal in signals.forever() {
-        match signal {
-            SIGHUP => {
+    while let Ok(event) = events.recv() {
+        match event {
+            ControlEvent::Signal(SIGHUP) => {
                 generation += 1;
-                match reload(&opts, &running, generation) {
+                match reload(&opts, &running, generation, &material) {
                     Ok((next_cfg, snapshot)) => {
                         shared.store.publish(snapshot);
                         info!(
@@ -177,7 +239,7 @@ pub fn run(opts: EdgeOptions) -> Result<(), EdgeError> {
                     Err(e) => error!("reload rejected, keeping the running config: {e}"),
                 }
             }
-            _ => {
+            ControlEvent::Signal(signal) => {
                 info!(signal, "stopping: draining connections (grace {:?})", grace);
                 break;
             }
@@ -203,15 +265,29 @@ pub fn run(opts: EdgeOptions) -> Result<(), EdgeError> {
     Ok(())
 }
 
+fn local_addr_of(listeners: &[std::net::TcpListener], configured: SocketAddr) -> SocketAddr {
+    listeners
+        .first()
+        .and_then(|l| l.local_addr().ok())
+        .unwrap_or(configured)
+}
+
 fn reload(
     opts: &EdgeOptions,
     running: &EdgeConfig,
     generation: u64,
+    material: &TlsMaterial,
 ) -> Result<(EdgeConfig, Snapshot), ConfigError> {
-    let next = load(opts)?;
-    if next.workers != running.workers || next.listen != running.listen {
-        warn!("workers and listen addresses change only on restart; keeping the running ones");
+    let mut next = load(opts)?;
+    if next.workers != running.workers
+        || next.listen != running.listen
+        || next.data_dir != running.data_dir
+    {
+        warn!("workers, listen addresses and the data dir change only on restart; keeping the running ones");
+        next.workers = running.workers;
+        next.listen = running.listen.clone();
+        next.data_dir = running.data_dir.clone();
     }
-    let snapshot = Snapshot::build(&next, generation)?;
+    let snapshot = Snapshot::build(&next, generation, material)?;
     Ok((next, snapshot))
 }

@@ -8,6 +8,7 @@
 //! the hot path never writes to memory shared between cores.
 
 use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,23 +16,144 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-use crate::config::{ConfigError, EdgeConfig, Settings};
+use rustls::sign::CertifiedKey;
+
+use crate::config::{ConfigError, EdgeConfig, Settings, DEV_BASE_DOMAIN};
 use crate::policy::CompiledPolicy;
 use crate::route::{Endpoint, RouteTable, Scheme, Upstream};
+use crate::tls::local_ca::LocalCa;
+use crate::tls::{certified_key_from_pem, CertStore};
 
 /// Everything a worker needs to serve a request, frozen.
 #[derive(Debug)]
 pub struct Snapshot {
     pub generation: u64,
     pub http_routes: RouteTable,
+    pub https_routes: RouteTable,
+    pub certs: CertStore,
+    /// Hosts whose certificates come from ACME: only these get
+    /// `/.well-known/acme-challenge/` answered by the edge.
+    pub acme_domains: HashSet<String>,
+    /// The local CA, under `--dev` only (on-demand issuance).
+    pub dev_ca: Option<Arc<LocalCa>>,
     pub settings: Settings,
 }
 
+/// Certificate material owned by the control thread across reloads.
+#[derive(Debug, Default)]
+pub struct TlsMaterial {
+    pub local_ca: Option<Arc<LocalCa>>,
+    /// Certificates issued by ACME, by domain.
+    pub acme: HashMap<String, Arc<CertifiedKey>>,
+}
+
+/// Names the dev certificate covers.
+fn dev_names() -> Vec<String> {
+    vec![
+        DEV_BASE_DOMAIN.to_owned(),
+        format!("*.{DEV_BASE_DOMAIN}"),
+        "localhost".to_owned(),
+        "127.0.0.1".to_owned(),
+        "::1".to_owned(),
+    ]
+}
+
+fn build_certs(
+    config: &EdgeConfig,
+    tls: &TlsMaterial,
+) -> Result<(CertStore, HashSet<String>), ConfigError> {
+    let mut certs = CertStore::default();
+    for (i, c) in config.tls.certificates.iter().enumerate() {
+        let field = format!("tls.certificates[{i}]");
+        let read = |p: &std::path::Path| {
+            std::fs::read(p).map_err(|e| ConfigError::Field {
+                field: field.clone(),
+                reason: format!("cannot read {}: {e}", p.display()),
+            })
+        };
+        let key = certified_key_from_pem(&read(&c.cert)?, &read(&c.key)?).map_err(|e| {
+            ConfigError::Field {
+                field: field.clone(),
+                reason: format!("{} / {}: {e}", c.cert.display(), c.key.display()),
+            }
+        })?;
+        for d in &c.domains {
+            certs.insert(d, key.clone());
+        }
+    }
+    let mut acme_domains = HashSet::new();
+    if config.listen.https.is_none() {
+        return Ok((certs, acme_domains));
+    }
+    if let Some(ca) = &tls.local_ca {
+        let issue = |names: &[String]| {
+            ca.issue(names).map_err(|e| ConfigError::Field {
+                field: "dev CA".into(),
+                reason: e.to_string(),
+            })
+        };
+        let names = dev_names();
+        let dev = issue(&names)?;
+        for n in &names {
+            if !certs.covers(n) {
+                certs.insert(n, dev.clone());
+            }
+        }
+        // Loopback by IP sends no SNI: the dev certificate answers it.
+        certs.set_default(dev);
+    }
+    for e in config
+        .endpoints
+        .iter()
+        .filter(|e| e.url.scheme == Scheme::Https)
+    {
+        let host = &e.url.host;
+        if certs.covers(host)
+            || (host.starts_with("*.") && certs.covers(&format!("x.{}", &host[2..])))
+        {
+            continue;
+        }
+        if let Some(ca) = &tls.local_ca {
+            let key =
+                ca.issue(std::slice::from_ref(host))
+                    .map_err(|err| ConfigError::Endpoint {
+                        url: e.url.original.clone(),
+                        reason: err.to_string(),
+                    })?;
+            certs.insert(host, key);
+            continue;
+        }
+        if host.starts_with("*.") {
+            return Err(ConfigError::Endpoint {
+                url: e.url.original.clone(),
+                reason: "a wildcard https endpoint needs a certificate from [[tls.certificates]] (ACME HTTP-01 cannot validate wildcards)".into(),
+            });
+        }
+        if config.tls.acme.is_none() {
+            return Err(ConfigError::Endpoint {
+                url: e.url.original.clone(),
+                reason: "no certificate: add [acme] for automatic certificates or a [[tls.certificates]] entry".into(),
+            });
+        }
+        acme_domains.insert(host.clone());
+        if let Some(key) = tls.acme.get(host) {
+            certs.insert(host, key.clone());
+        }
+    }
+    Ok((certs, acme_domains))
+}
+
 impl Snapshot {
-    /// Compiles policies and resolves upstream names. Runs on the control
-    /// thread: DNS here may block, a worker never does this.
-    pub fn build(config: &EdgeConfig, generation: u64) -> Result<Snapshot, ConfigError> {
+    /// Compiles policies, resolves upstream names and assembles the
+    /// certificate set. Runs on the control thread: DNS and file reads here
+    /// may block, a worker never does this.
+    pub fn build(
+        config: &EdgeConfig,
+        generation: u64,
+        tls: &TlsMaterial,
+    ) -> Result<Snapshot, ConfigError> {
         let mut http_routes = RouteTable::default();
+        let mut https_routes = RouteTable::default();
         for e in &config.endpoints {
             let url = e.url.original.clone();
             let policy = e
@@ -69,12 +191,7 @@ impl Snapshot {
             });
             let table = match e.url.scheme {
                 Scheme::Http => &mut http_routes,
-                Scheme::Https => {
-                    return Err(ConfigError::Endpoint {
-                        url,
-                        reason: "https endpoints are not available yet".into(),
-                    })
-                }
+                Scheme::Https => &mut https_routes,
             };
             if !table.insert(endpoint) {
                 return Err(ConfigError::Endpoint {
@@ -83,9 +200,14 @@ impl Snapshot {
                 });
             }
         }
+        let (certs, acme_domains) = build_certs(config, tls)?;
         Ok(Snapshot {
             generation,
             http_routes,
+            https_routes,
+            certs,
+            acme_domains,
+            dev_ca: tls.local_ca.clone(),
             settings: config.settings,
         })
     }
@@ -109,6 +231,7 @@ fn resolve(endpoint: &str, host: &str, port: u16) -> Result<Vec<SocketAddr>, Con
 }
 
 /// The published snapshot plus its generation counter.
+#[derive(Debug)]
 pub struct SnapshotStore {
     current: ArcSwap<Snapshot>,
     generation: AtomicU64,
@@ -175,10 +298,12 @@ mod tests {
     #[test]
     fn cache_follows_publications() {
         let cfg = crate::config::file::parse_str("").expect("empty config");
-        let store = Arc::new(SnapshotStore::new(Snapshot::build(&cfg, 1).expect("build")));
+        let store = Arc::new(SnapshotStore::new(
+            Snapshot::build(&cfg, 1, &TlsMaterial::default()).expect("build"),
+        ));
         let cache = SnapshotCache::new(store.clone());
         assert_eq!(cache.get().generation, 1);
-        store.publish(Snapshot::build(&cfg, 2).expect("build"));
+        store.publish(Snapshot::build(&cfg, 2, &TlsMaterial::default()).expect("build"));
         assert_eq!(cache.get().generation, 2);
     }
 
@@ -188,7 +313,8 @@ mod tests {
             "[[endpoints]]\nurl = \"http://a.example.com\"\ntraffic_policy = { on_http_request = [] }\n",
         )
         .expect("parses");
-        let e = Snapshot::build(&cfg, 1).expect_err("no upstream, no answer");
+        let e =
+            Snapshot::build(&cfg, 1, &TlsMaterial::default()).expect_err("no upstream, no answer");
         assert!(e.to_string().contains("must answer every request"), "{e}");
     }
 
@@ -198,6 +324,6 @@ mod tests {
             "[[endpoints]]\nurl = \"http://a.example.com\"\nupstream = \"http://127.0.0.1:1\"\n[[endpoints]]\nurl = \"http://A.example.com\"\nupstream = \"http://127.0.0.1:2\"\n",
         )
         .expect("parses");
-        assert!(Snapshot::build(&cfg, 1).is_err());
+        assert!(Snapshot::build(&cfg, 1, &TlsMaterial::default()).is_err());
     }
 }

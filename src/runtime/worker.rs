@@ -16,6 +16,7 @@ use super::drain::Drain;
 use super::snapshot::{SnapshotCache, SnapshotStore};
 use crate::proxy::conn;
 use crate::proxy::upstream_pool::UpstreamPool;
+use crate::route::Scheme;
 
 /// State shared by every worker and the control thread: the snapshot
 /// store and the stop flag. Read-mostly.
@@ -105,6 +106,8 @@ pub struct WorkerSpec {
     pub id: usize,
     pub core: Option<core_affinity::CoreId>,
     pub http: std::net::TcpListener,
+    /// The HTTPS listener and this worker's rustls configuration.
+    pub https: Option<(std::net::TcpListener, Arc<rustls::ServerConfig>)>,
     pub shared: Arc<Shared>,
     pub grace: Duration,
 }
@@ -168,6 +171,7 @@ async fn worker_main(spec: WorkerSpec) {
     let WorkerSpec {
         id,
         http,
+        https,
         shared,
         grace,
         ..
@@ -187,8 +191,24 @@ async fn worker_main(spec: WorkerSpec) {
         }
     };
     monoio::spawn(watch_stop(ctx.clone(), shared.clone()));
-    accept_loop(&listener, &ctx).await;
-    drop(listener);
+    let https_loop = match https {
+        Some((std_listener, tls)) => match TcpListener::from_std(std_listener) {
+            Ok(l) => Some(monoio::spawn(accept_loop(
+                l,
+                ctx.clone(),
+                Listener::Https(monoio_rustls::TlsAcceptor::from(tls)),
+            ))),
+            Err(e) => {
+                warn!(worker = id, error = %e, "cannot register the HTTPS listener");
+                None
+            }
+        },
+        None => None,
+    };
+    accept_loop(listener, ctx.clone(), Listener::Http).await;
+    if let Some(h) = https_loop {
+        h.await;
+    }
 
     // Drain: idle keep-alive connections close at once (they wait on the
     // drain signal); in-flight exchanges finish, up to the grace period.
@@ -226,7 +246,36 @@ impl Drop for ActiveGuard {
     }
 }
 
-async fn accept_loop(listener: &TcpListener, ctx: &Rc<WorkerCtx>) {
+/// What a listener speaks.
+enum Listener {
+    Http,
+    Https(monoio_rustls::TlsAcceptor),
+}
+
+/// Seed limit: ClientHello to handshake completion.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// One accepted connection, from the handshake (if any) to its end.
+async fn connection(
+    stream: monoio::net::TcpStream,
+    peer: std::net::SocketAddr,
+    ctx: Rc<WorkerCtx>,
+    listener: Rc<Listener>,
+) {
+    match &*listener {
+        Listener::Http => conn::serve(stream, peer, ctx, Scheme::Http).await,
+        Listener::Https(acceptor) => {
+            match monoio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => conn::serve(tls, peer, ctx, Scheme::Https).await,
+                Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
+                Err(_) => debug!(%peer, "TLS handshake timed out"),
+            }
+        }
+    }
+}
+
+async fn accept_loop(listener: TcpListener, ctx: Rc<WorkerCtx>, kind: Listener) {
+    let kind = Rc::new(kind);
     let mut cap_logged = false;
     loop {
         if ctx.drain.is_fired() {
@@ -260,8 +309,9 @@ async fn accept_loop(listener: &TcpListener, ctx: &Rc<WorkerCtx>) {
                 let _ = stream.set_nodelay(true);
                 ctx.active.set(ctx.active.get() + 1);
                 let guard = ActiveGuard(ctx.clone());
+                let kind = kind.clone();
                 monoio::spawn(async move {
-                    let serve = Box::pin(conn::serve(stream, peer, guard.0.clone()));
+                    let serve = Box::pin(connection(stream, peer, guard.0.clone(), kind));
                     if let Err(p) = CatchUnwind(serve).await {
                         error!(worker = guard.0.id, %peer, panic = panic_message(p.as_ref()), "connection task panicked (bug); connection closed");
                     }
