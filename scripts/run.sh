@@ -6,6 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 HTTP_PORT=${RINGRESS_HTTP_PORT:-8080}
+HTTPS_PORT=${RINGRESS_HTTPS_PORT:-8443}
+DATA_DIR=${RINGRESS_DATA_DIR:-${XDG_DATA_HOME:-$HOME/.local/share}/ringress}
 UPSTREAM_PORT=${RINGRESS_DEMO_UPSTREAM_PORT:-9000}
 
 command -v cargo >/dev/null || { echo "cargo is required (https://rustup.rs)"; exit 1; }
@@ -24,9 +26,10 @@ python3 -m http.server "$UPSTREAM_PORT" --bind 127.0.0.1 --directory examples/si
 pids+=($!)
 
 config=$(mktemp -t ringress-edge.XXXXXX.toml)
-sed -e "s/127.0.0.1:8080/127.0.0.1:${HTTP_PORT}/" -e "s/127.0.0.1:9000/127.0.0.1:${UPSTREAM_PORT}/" examples/edge.toml >"$config"
+sed -e "s/127.0.0.1:8080/127.0.0.1:${HTTP_PORT}/" -e "s/127.0.0.1:8443/127.0.0.1:${HTTPS_PORT}/" \
+    -e "s/127.0.0.1:9000/127.0.0.1:${UPSTREAM_PORT}/" examples/edge.toml >"$config"
 log=$(mktemp -t ringress-edge.XXXXXX.log)
-./target/release/ringress edge --config "$config" 2>"$log" &
+./target/release/ringress edge --dev --data-dir "$DATA_DIR" --config "$config" 2>"$log" &
 pids+=($!)
 
 for _ in $(seq 1 100); do
@@ -44,14 +47,17 @@ cat <<MSG
 
 ringress edge is running (log: $log)
 
-  Forwarding   http://app.ringress.localhost:${HTTP_PORT}  ->  http://127.0.0.1:${UPSTREAM_PORT}
-  Cloud        http://hello.ringress.localhost:${HTTP_PORT}  ->  custom-response "Hello world!"
+  Forwarding   https://app.ringress.localhost:${HTTPS_PORT}  ->  http://127.0.0.1:${UPSTREAM_PORT}
+  Forwarding   http://app.ringress.localhost:${HTTP_PORT}    ->  http://127.0.0.1:${UPSTREAM_PORT}
+  Cloud        https://hello.ringress.localhost:${HTTPS_PORT}  ->  custom-response "Hello world!"
 
 Try:
-  curl http://app.ringress.localhost:${HTTP_PORT}/
+  curl --cacert ${DATA_DIR}/ca.pem https://app.ringress.localhost:${HTTPS_PORT}/
   curl http://hello.ringress.localhost:${HTTP_PORT}/
+
+The dev CA is ${DATA_DIR}/ca.pem (import it in a browser to trust the https URLs).
 
 (*.localhost resolves to loopback in curl and browsers.) Ctrl-C stops everything.
 MSG
-curl -s "http://app.ringress.localhost:${HTTP_PORT}/" | grep -o "<h1>.*</h1>" || true
+curl -s --cacert "${DATA_DIR}/ca.pem" "https://app.ringress.localhost:${HTTPS_PORT}/" | grep -o "<h1>.*</h1>" || true
 wait "${pids[1]}"
