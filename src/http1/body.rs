@@ -124,13 +124,30 @@ impl ChunkedScanner {
 
     /// Returns how many bytes of `input` belong to the chunked body.
     pub fn scan(&mut self, input: &[u8]) -> Result<usize, ParseError> {
+        self.scan_with(input, |_| {}, |_| {})
+    }
+
+    /// Like `scan`, and reports where the decoded payload lies: each chunk
+    /// data run as a range of `input` to `on_data`, each trailer field line
+    /// (without its CRLF) to `on_trailer`. Used where the body must be
+    /// re-framed (HTTP/2 DATA frames carry payload only).
+    pub fn scan_with(
+        &mut self,
+        input: &[u8],
+        mut on_data: impl FnMut(std::ops::Range<usize>),
+        mut on_trailer: impl FnMut(std::ops::Range<usize>),
+    ) -> Result<usize, ParseError> {
         use ChunkState::*;
         let mut i = 0;
+        let mut trailer_start = 0;
         while i < input.len() {
             match self.state {
                 Done => return Ok(i),
                 Data => {
                     let take = self.size.min((input.len() - i) as u64);
+                    if take > 0 {
+                        on_data(i..i + take as usize);
+                    }
                     self.size -= take;
                     i += take as usize;
                     if self.size == 0 {
@@ -141,6 +158,9 @@ impl ChunkedScanner {
                 _ => {}
             }
             let b = input[i];
+            if self.state == TrailerStart && b != b'\r' {
+                trailer_start = i;
+            }
             i += 1;
             self.state = match (self.state, b) {
                 (SizeStart | Size, _) if b.is_ascii_hexdigit() => {
@@ -180,7 +200,13 @@ impl ChunkedScanner {
                 (DataLf, b'\n') => SizeStart,
                 (TrailerStart, b'\r') => FinalLf,
                 (FinalLf, b'\n') => Done,
-                (TrailerLine, b'\r') => TrailerLf,
+                (TrailerLine, b'\r') => {
+                    // A line split across reads is reported from this read
+                    // only; trailers are rare and small, callers that need
+                    // them whole buffer the trailer section.
+                    on_trailer(trailer_start..i - 1);
+                    TrailerLf
+                }
                 (TrailerStart | TrailerLine, _) if b == b'\t' || b >= b' ' && b != 0x7f => {
                     self.trailer_len += 1;
                     if self.trailer_len > MAX_TRAILER_BYTES {
@@ -294,6 +320,28 @@ mod tests {
         assert_eq!(d.scan(b"anything"), Ok(8));
         assert!(d.ends_at_eof());
         assert!(!BodyDecoder::new(Framing::Length(1)).ends_at_eof());
+    }
+
+    #[test]
+    fn decoded_payload_and_trailers() {
+        let body = b"5;x=y\r\nhello\r\n6\r\n world\r\n0\r\nX-Sum: 42\r\nX-B: 1\r\n\r\nNEXT";
+        let mut c = ChunkedScanner::default();
+        let mut data = Vec::new();
+        let mut trailers = Vec::new();
+        let n = c
+            .scan_with(
+                body,
+                |r| data.extend_from_slice(&body[r]),
+                |r| trailers.push(String::from_utf8_lossy(&body[r]).to_string()),
+            )
+            .expect("valid");
+        assert_eq!(n, body.len() - 4);
+        assert!(c.is_done());
+        assert_eq!(data, b"hello world");
+        assert_eq!(
+            trailers,
+            vec!["X-Sum: 42".to_string(), "X-B: 1".to_string()]
+        );
     }
 
     #[test]

@@ -23,6 +23,7 @@ use tracing::debug;
 use super::error_page::{self, EdgeError};
 use super::headers::{encode_request_head, encode_response_head, ClientConn, ForwardInfo};
 use super::io::{read_append, write_all, write_prefix, IoFail};
+use super::upstream;
 use crate::config::Settings;
 use crate::http1::{BodyDecoder, Framing, Method, ParseError, RequestHead, ResponseHead};
 use crate::policy::Decision;
@@ -384,53 +385,20 @@ where
             }
         }
 
-        let mut attempt = 0;
-        let (mut up, addr) = loop {
-            attempt += 1;
-            let (stream, addr, reused) = match self.connect(upstream, retryable, settings).await {
-                Ok(c) => c,
-                Err(e) => return self.reply_error(e, &endpoint.url, true, settings).await,
-            };
-            let mut stream = stream;
-            let head = std::mem::take(&mut self.wbuf);
-            let (res, head) = write_all(&mut stream, head, t.upstream_idle).await;
-            self.wbuf = head;
-            if res.is_err() {
-                if reused && retryable && attempt == 1 {
-                    debug!("pooled upstream connection was closed; retrying on a fresh one");
-                    continue;
-                }
-                return self
-                    .reply_error(EdgeError::UPSTREAM_UNREACHABLE, "", true, settings)
-                    .await;
-            }
-            if !body.is_done() {
-                // The rest of the body streams only after the head went out.
-                break (stream, addr);
-            }
-            // Peek for the response head; a pooled connection that the
-            // upstream had closed shows up here as EOF with nothing read.
-            self.ubuf.clear();
-            let ubuf = std::mem::take(&mut self.ubuf);
-            let (res, ubuf) = read_append(&mut stream, ubuf, t.upstream_idle).await;
-            self.ubuf = ubuf;
-            match res {
-                Ok(n) if n > 0 => break (stream, addr),
-                Ok(_) | Err(IoFail::Io(_)) if reused && retryable && attempt == 1 => {
-                    debug!("pooled upstream connection was closed; retrying on a fresh one");
-                    continue;
-                }
-                Err(IoFail::TimedOut) => {
-                    return self
-                        .reply_error(EdgeError::UPSTREAM_TIMEOUT, "", true, settings)
-                        .await
-                }
-                _ => {
-                    return self
-                        .reply_error(EdgeError::UPSTREAM_INVALID, "", true, settings)
-                        .await
-                }
-            }
+        let complete = body.is_done();
+        let mut up = match upstream::send_head(
+            &self.ctx,
+            upstream,
+            &mut self.wbuf,
+            complete,
+            retryable,
+            &mut self.ubuf,
+            t,
+        )
+        .await
+        {
+            Ok(up) => up,
+            Err(e) => return self.reply_error(e, &endpoint.url, true, settings).await,
         };
 
         if !body.is_done() {
@@ -446,43 +414,27 @@ where
                 }
             }
             self.ubuf.clear();
-            if let Err(next) = self.stream_request_body(&mut up, &mut body, settings).await {
+            if let Err(next) = self
+                .stream_request_body(&mut up.stream, &mut body, settings)
+                .await
+            {
                 return next;
             }
         }
 
         // Response head (skipping interim 1xx responses, relayed as they come).
         let close_client = loop {
-            self.res.reset();
-            loop {
-                match self
-                    .res
-                    .parse(&self.ubuf, settings.limits.max_head_bytes, head_request)
-                {
-                    Ok(true) => break,
-                    Ok(false) => {}
-                    Err(_) => {
-                        return self
-                            .reply_error(EdgeError::UPSTREAM_INVALID, "", true, settings)
-                            .await
-                    }
-                }
-                let ubuf = std::mem::take(&mut self.ubuf);
-                let (res, ubuf) = read_append(&mut up, ubuf, t.upstream_idle).await;
-                self.ubuf = ubuf;
-                match res {
-                    Ok(n) if n > 0 => {}
-                    Err(IoFail::TimedOut) => {
-                        return self
-                            .reply_error(EdgeError::UPSTREAM_TIMEOUT, "", true, settings)
-                            .await
-                    }
-                    _ => {
-                        return self
-                            .reply_error(EdgeError::UPSTREAM_INVALID, "", true, settings)
-                            .await
-                    }
-                }
+            if let Err(e) = upstream::read_response_head(
+                &mut up,
+                &mut self.ubuf,
+                &mut self.res,
+                settings.limits.max_head_bytes,
+                head_request,
+                t,
+            )
+            .await
+            {
+                return self.reply_error(e, "", true, settings).await;
             }
             let status = self.res.status;
             if status == 101 {
@@ -491,7 +443,7 @@ where
                         .reply_error(EdgeError::UPSTREAM_INVALID, "", true, settings)
                         .await;
                 }
-                return self.pipe_upgrade(up, settings).await;
+                return self.pipe_upgrade(up.stream, settings).await;
             }
             if self.res.is_informational() {
                 self.wbuf.clear();
@@ -541,7 +493,7 @@ where
         }
         while !rbody.is_done() {
             let ubuf = std::mem::take(&mut self.ubuf);
-            let (res, ubuf) = read_append(&mut up, ubuf, t.upstream_idle).await;
+            let (res, ubuf) = read_append(&mut up.stream, ubuf, t.upstream_idle).await;
             self.ubuf = ubuf;
             match res {
                 Ok(0) if rbody.ends_at_eof() => break,
@@ -563,15 +515,8 @@ where
             self.ubuf = ubuf;
         }
         // Bytes after the response's end mean the upstream is confused.
-        if upstream_reusable
-            && rbody.is_done()
-            && self.ubuf.is_empty()
-            && !self.ctx.drain.is_fired()
-        {
-            self.ctx
-                .pool
-                .borrow_mut()
-                .put(addr, up, settings.limits.upstream_idle_per_host);
+        if upstream_reusable && rbody.is_done() && self.ubuf.is_empty() {
+            upstream::release(&self.ctx, up, settings.limits.upstream_idle_per_host);
         }
         if close_client {
             Next::Close
@@ -581,45 +526,6 @@ where
     }
 
     /// An upstream connection: pooled if one is idle, else a new one.
-    /// A request that cannot be retried only gets a pooled connection that
-    /// passes a liveness probe.
-    async fn connect(
-        &mut self,
-        upstream: &Upstream,
-        retryable: bool,
-        settings: &Settings,
-    ) -> Result<(TcpStream, SocketAddr, bool), EdgeError> {
-        let t = &settings.timeouts;
-        for addr in &upstream.addrs {
-            let pooled = if retryable {
-                self.ctx.pool.borrow_mut().take(*addr, t.upstream_idle)
-            } else {
-                self.ctx
-                    .pool
-                    .borrow_mut()
-                    .take_alive(*addr, t.upstream_idle)
-            };
-            if let Some(stream) = pooled {
-                return Ok((stream, *addr, true));
-            }
-        }
-        let mut last = EdgeError::UPSTREAM_UNREACHABLE;
-        for addr in &upstream.addrs {
-            match monoio::time::timeout(t.upstream_connect, TcpStream::connect_addr(*addr)).await {
-                Ok(Ok(stream)) => {
-                    let _ = stream.set_nodelay(true);
-                    return Ok((stream, *addr, false));
-                }
-                Ok(Err(e)) => {
-                    debug!(%addr, error = %e, "upstream connect failed");
-                    last = EdgeError::UPSTREAM_UNREACHABLE;
-                }
-                Err(_) => last = EdgeError::UPSTREAM_TIMEOUT,
-            }
-        }
-        Err(last)
-    }
-
     /// Streams the rest of a request body from the client to the upstream.
     async fn stream_request_body(
         &mut self,

@@ -8,4 +8,5 @@ pub mod error_page;
 pub mod headers;
 pub mod io;
 pub mod status;
+pub mod upstream;
 pub mod upstream_pool;

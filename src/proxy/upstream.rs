@@ -1,0 +1,157 @@
+//! The upstream side of an exchange, shared by every client protocol
+//! (HTTP/1.1 connections now, HTTP/2 streams next): take a pooled
+//! connection or open one, send the request head (retrying once on a fresh
+//! connection when that is safe), read the response head, and give the
+//! connection back to the worker's pool.
+
+use std::net::SocketAddr;
+
+use monoio::net::TcpStream;
+use tracing::debug;
+
+use super::error_page::EdgeError;
+use super::io::{read_append, write_all, IoFail};
+use crate::config::Timeouts;
+use crate::http1::ResponseHead;
+use crate::route::Upstream;
+use crate::runtime::worker::WorkerCtx;
+
+/// A connection to an upstream, for one exchange.
+pub struct UpstreamConn {
+    pub stream: TcpStream,
+    pub addr: SocketAddr,
+}
+
+/// A pooled connection if one is idle, else a new one. A request that
+/// cannot be retried only gets a pooled connection that passes a liveness
+/// probe. Returns whether the connection was reused.
+async fn connect(
+    ctx: &WorkerCtx,
+    upstream: &Upstream,
+    retryable: bool,
+    t: &Timeouts,
+) -> Result<(UpstreamConn, bool), EdgeError> {
+    for addr in &upstream.addrs {
+        let pooled = if retryable {
+            ctx.pool.borrow_mut().take(*addr, t.upstream_idle)
+        } else {
+            ctx.pool.borrow_mut().take_alive(*addr, t.upstream_idle)
+        };
+        if let Some(stream) = pooled {
+            return Ok((
+                UpstreamConn {
+                    stream,
+                    addr: *addr,
+                },
+                true,
+            ));
+        }
+    }
+    let mut last = EdgeError::UPSTREAM_UNREACHABLE;
+    for addr in &upstream.addrs {
+        match monoio::time::timeout(t.upstream_connect, TcpStream::connect_addr(*addr)).await {
+            Ok(Ok(stream)) => {
+                let _ = stream.set_nodelay(true);
+                return Ok((
+                    UpstreamConn {
+                        stream,
+                        addr: *addr,
+                    },
+                    false,
+                ));
+            }
+            Ok(Err(e)) => {
+                debug!(%addr, error = %e, "upstream connect failed");
+                last = EdgeError::UPSTREAM_UNREACHABLE;
+            }
+            Err(_) => last = EdgeError::UPSTREAM_TIMEOUT,
+        }
+    }
+    Err(last)
+}
+
+/// Sends `head` (which may already hold the whole body) to the upstream.
+///
+/// When `complete` (nothing more will be sent), it also waits for the
+/// first response bytes, into `ubuf`: a pooled connection the upstream had
+/// closed shows up as EOF with nothing read, and is retried once on a fresh
+/// connection when `retryable` (idempotent, no body). Nothing else is ever
+/// sent twice.
+pub async fn send_head(
+    ctx: &WorkerCtx,
+    upstream: &Upstream,
+    head: &mut Vec<u8>,
+    complete: bool,
+    retryable: bool,
+    ubuf: &mut Vec<u8>,
+    t: &Timeouts,
+) -> Result<UpstreamConn, EdgeError> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let (mut up, reused) = connect(ctx, upstream, retryable, t).await?;
+        let may_retry = reused && retryable && attempt == 1;
+        let (res, buf) = write_all(&mut up.stream, std::mem::take(head), t.upstream_idle).await;
+        *head = buf;
+        if res.is_err() {
+            if may_retry {
+                debug!("pooled upstream connection was closed; retrying on a fresh one");
+                continue;
+            }
+            return Err(EdgeError::UPSTREAM_UNREACHABLE);
+        }
+        if !complete {
+            return Ok(up);
+        }
+        ubuf.clear();
+        let (res, buf) = read_append(&mut up.stream, std::mem::take(ubuf), t.upstream_idle).await;
+        *ubuf = buf;
+        match res {
+            Ok(n) if n > 0 => return Ok(up),
+            Ok(_) | Err(IoFail::Io(_)) if may_retry => {
+                debug!("pooled upstream connection was closed; retrying on a fresh one");
+                continue;
+            }
+            Err(IoFail::TimedOut) => return Err(EdgeError::UPSTREAM_TIMEOUT),
+            _ => return Err(EdgeError::UPSTREAM_INVALID),
+        }
+    }
+}
+
+/// Reads until a complete response head is parsed from `ubuf` into `res`.
+/// Interim (1xx) heads are returned like any other; the caller relays them
+/// and calls again after draining `res.head_len` bytes.
+pub async fn read_response_head(
+    up: &mut UpstreamConn,
+    ubuf: &mut Vec<u8>,
+    res: &mut ResponseHead,
+    max_head: usize,
+    head_request: bool,
+    t: &Timeouts,
+) -> Result<(), EdgeError> {
+    res.reset();
+    loop {
+        match res.parse(ubuf, max_head, head_request) {
+            Ok(true) => return Ok(()),
+            Ok(false) => {}
+            Err(_) => return Err(EdgeError::UPSTREAM_INVALID),
+        }
+        let (r, buf) = read_append(&mut up.stream, std::mem::take(ubuf), t.upstream_idle).await;
+        *ubuf = buf;
+        match r {
+            Ok(n) if n > 0 => {}
+            Err(IoFail::TimedOut) => return Err(EdgeError::UPSTREAM_TIMEOUT),
+            _ => return Err(EdgeError::UPSTREAM_INVALID),
+        }
+    }
+}
+
+/// Gives a connection whose exchange completed cleanly back to the pool.
+pub fn release(ctx: &WorkerCtx, up: UpstreamConn, max_idle_per_host: usize) {
+    if ctx.drain.is_fired() {
+        return;
+    }
+    ctx.pool
+        .borrow_mut()
+        .put(up.addr, up.stream, max_idle_per_host);
+}
