@@ -51,8 +51,10 @@ install_tools() {
     have wrk || missing+=(wrk)
     have h2load || missing+=(nghttp2-client)
     have pkg-config || missing+=(pkg-config)
+    # ACME tests (tests/acme_pebble.rs); the package also ships pebble-challtestsrv.
+    { [ -x /usr/bin/pebble ] && [ -x /usr/bin/pebble-challtestsrv ]; } || missing+=(pebble)
     if [ "${#missing[@]}" -eq 0 ]; then
-        echo "all tools present (curl nginx haproxy wrk h2load pkg-config)"
+        echo "all tools present (curl nginx haproxy wrk h2load pkg-config pebble)"
         return 0
     fi
     echo "missing: ${missing[*]}"

@@ -30,6 +30,7 @@ use crate::policy::Decision;
 use crate::route::{normalize_host, Endpoint, Scheme, Upstream};
 use crate::runtime::snapshot::Snapshot;
 use crate::runtime::worker::WorkerCtx;
+use crate::tls::acme::CHALLENGE_PATH_PREFIX;
 
 /// Request bodies up to this size are read and discarded when the edge
 /// answers by itself, so the connection can be kept; larger ones close it.
@@ -200,6 +201,18 @@ where
                 )
                 .await;
         }
+        // RFC 8555 §8.3: HTTP-01 validation, only for hosts whose
+        // certificates come from ACME (seed, "Well Known URIs").
+        if self.scheme == Scheme::Http
+            && snap.acme_domains.contains(&self.host)
+            && self
+                .req
+                .origin_form
+                .get(&self.rbuf)
+                .starts_with(CHALLENGE_PATH_PREFIX.as_bytes())
+        {
+            return self.answer_acme_challenge(settings).await;
+        }
         let routes = match self.scheme {
             Scheme::Http => &snap.http_routes,
             Scheme::Https => &snap.https_routes,
@@ -246,6 +259,31 @@ where
                     .await
             }
         }
+    }
+
+    /// Answers an ACME HTTP-01 challenge from the pending set.
+    async fn answer_acme_challenge(&mut self, settings: &Settings) -> Next {
+        let path = String::from_utf8_lossy(self.req.origin_form.get(&self.rbuf)).into_owned();
+        let Some(key_auth) = self.ctx.challenges.for_path(&path) else {
+            let detail = "No such ACME challenge is pending.";
+            return self
+                .reply_error(EdgeError::NO_ENDPOINT, detail, true, settings)
+                .await;
+        };
+        let close = !self.can_keep_after_own_reply();
+        self.wbuf.clear();
+        self.wbuf.extend_from_slice(b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncache-control: no-store\r\ncontent-length: ");
+        self.wbuf
+            .extend_from_slice(itoa::Buffer::new().format(key_auth.len()).as_bytes());
+        self.wbuf.extend_from_slice(b"\r\n");
+        if close {
+            self.wbuf.extend_from_slice(b"connection: close\r\n");
+        }
+        self.wbuf.extend_from_slice(b"\r\n");
+        if self.req.method() != Method::Head {
+            self.wbuf.extend_from_slice(key_auth.as_bytes());
+        }
+        self.finish_own_reply(close, settings).await
     }
 
     /// Whether the connection survives a reply the edge makes without

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use socket2::{Domain, Protocol, Socket, Type};
 use thiserror::Error;
 use tracing::{error, info, warn};
@@ -18,6 +18,7 @@ use tracing::{error, info, warn};
 use super::snapshot::{Snapshot, SnapshotStore, TlsMaterial};
 use super::worker::{self, DriverKind, Shared, WorkerSpec};
 use crate::config::{self, ConfigError, EdgeConfig};
+use crate::tls::acme::{AcmeHandle, AcmeSettings, Challenges, IssuedCert};
 use crate::tls::local_ca::LocalCa;
 
 /// Accept queue length asked of the kernel (capped by net.core.somaxconn).
@@ -40,11 +41,45 @@ pub enum EdgeError {
     LocalCa(#[from] crate::tls::local_ca::LocalCaError),
     #[error("TLS configuration: {0}")]
     Tls(#[from] rustls::Error),
+    #[error("ACME: {0}")]
+    Acme(String),
 }
 
 /// What wakes the control thread.
 enum ControlEvent {
     Signal(i32),
+    /// A certificate loaded or issued by the ACME manager.
+    Certificate(Box<IssuedCert>),
+}
+
+/// Starts the ACME manager when the config asks for it.
+fn start_acme(
+    cfg: &EdgeConfig,
+    challenges: &Arc<Challenges>,
+    events: &std::sync::mpsc::Sender<ControlEvent>,
+) -> Result<Option<AcmeHandle>, EdgeError> {
+    let Some(acme) = &cfg.tls.acme else {
+        return Ok(None);
+    };
+    let mut settings = AcmeSettings::new(acme.directory.clone(), cfg.data_dir.join("acme"));
+    settings.ca_bundle = acme.ca_bundle.clone();
+    settings.contact_email = acme.email.clone();
+    let events = events.clone();
+    let handle = AcmeHandle::spawn(
+        settings,
+        challenges.clone(),
+        Box::new(move |cert| {
+            let _ = events.send(ControlEvent::Certificate(Box::new(cert)));
+        }),
+    )
+    .map_err(|e| EdgeError::Acme(e.to_string()))?;
+    Ok(Some(handle))
+}
+
+fn sorted_domains(snapshot: &Snapshot) -> Vec<String> {
+    let mut v: Vec<String> = snapshot.acme_domains.iter().cloned().collect();
+    v.sort();
+    v
 }
 
 /// Command-line values that override the file.
@@ -135,7 +170,7 @@ pub fn run(opts: EdgeOptions) -> Result<(), EdgeError> {
         return Ok(());
     }
     let (events_tx, events) = std::sync::mpsc::channel::<ControlEvent>();
-    let mut signals = signal_hook::iterator::Signals::new([SIGHUP, SIGINT, SIGTERM])
+    let mut signals = signal_hook::iterator::Signals::new([SIGHUP, SIGINT, SIGTERM, SIGUSR1])
         .map_err(EdgeError::Signals)?;
     let signal_tx = events_tx.clone();
     std::thread::Builder::new()
@@ -159,9 +194,15 @@ pub fn run(opts: EdgeOptions) -> Result<(), EdgeError> {
         .as_deref()
         .zip(cfg.listen.https)
         .map(|(l, a)| local_addr_of(l, a));
+    let challenges = Challenges::new();
+    let acme = start_acme(&cfg, &challenges, &events_tx)?;
+    if let Some(acme) = &acme {
+        acme.manage(sorted_domains(&first));
+    }
     let shared = Arc::new(Shared {
         store: Arc::new(SnapshotStore::new(first)),
         stopping: AtomicBool::new(false),
+        challenges,
     });
     let ticketer = crate::tls::server_config::ticketer()?;
     let cores = core_affinity::get_core_ids().unwrap_or_default();
@@ -176,7 +217,7 @@ pub fn run(opts: EdgeOptions) -> Result<(), EdgeError> {
                 crate::tls::server_config::worker_config(
                     shared.store.clone(),
                     ticketer.clone(),
-                    false,
+                    true,
                 )?,
             )),
             None => None,
@@ -228,6 +269,9 @@ pub fn run(opts: EdgeOptions) -> Result<(), EdgeError> {
                 generation += 1;
                 match reload(&opts, &running, generation, &material) {
                     Ok((next_cfg, snapshot)) => {
+                        if let Some(acme) = &acme {
+                            acme.manage(sorted_domains(&snapshot));
+                        }
                         shared.store.publish(snapshot);
                         info!(
                             generation,
@@ -239,13 +283,47 @@ pub fn run(opts: EdgeOptions) -> Result<(), EdgeError> {
                     Err(e) => error!("reload rejected, keeping the running config: {e}"),
                 }
             }
+            ControlEvent::Signal(SIGUSR1) => match &acme {
+                Some(acme) => {
+                    let domains = sorted_domains(&shared.store.load());
+                    info!(
+                        count = domains.len(),
+                        "renewing every ACME certificate now (SIGUSR1)"
+                    );
+                    for d in domains {
+                        acme.renew_now(&d);
+                    }
+                }
+                None => info!("SIGUSR1: no [acme] configured, nothing to renew"),
+            },
             ControlEvent::Signal(signal) => {
                 info!(signal, "stopping: draining connections (grace {:?})", grace);
                 break;
             }
+            ControlEvent::Certificate(cert) => {
+                let key = match cert.certified_key() {
+                    Ok(k) => Arc::new(k),
+                    Err(e) => {
+                        error!(domain = %cert.domain, "ACME certificate unusable: {e}");
+                        continue;
+                    }
+                };
+                material.acme.insert(cert.domain.clone(), key);
+                generation += 1;
+                match Snapshot::build(&running, generation, &material) {
+                    Ok(snapshot) => {
+                        shared.store.publish(snapshot);
+                        info!(domain = %cert.domain, generation, "certificate installed");
+                    }
+                    Err(e) => error!(domain = %cert.domain, "cannot install certificate: {e}"),
+                }
+            }
         }
     }
     shared.stopping.store(true, Ordering::Release);
+    if let Some(acme) = acme {
+        acme.shutdown();
+    }
     let deadline = Instant::now() + grace + Duration::from_secs(1);
     while handles.iter().any(|h| !h.is_finished()) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));

@@ -9,6 +9,7 @@
 
 pub mod client;
 pub mod edge;
+pub mod pebble;
 pub mod upstream;
 
 use std::fs::{self, File};
