@@ -63,6 +63,33 @@ impl BodyDecoder {
         }
     }
 
+    /// Like `scan`, reporting the decoded payload (ranges of `input`) and,
+    /// for chunked bodies, trailer field lines. See
+    /// [`ChunkedScanner::scan_with`].
+    pub fn scan_with(
+        &mut self,
+        input: &[u8],
+        mut on_data: impl FnMut(std::ops::Range<usize>),
+        on_trailer: impl FnMut(std::ops::Range<usize>),
+    ) -> Result<usize, ParseError> {
+        match self {
+            BodyDecoder::Chunked(c) => {
+                let n = c.scan_with(input, on_data, on_trailer)?;
+                if c.is_done() {
+                    *self = BodyDecoder::Done;
+                }
+                Ok(n)
+            }
+            _ => {
+                let n = self.scan(input)?;
+                if n > 0 {
+                    on_data(0..n);
+                }
+                Ok(n)
+            }
+        }
+    }
+
     pub fn is_done(&self) -> bool {
         matches!(self, BodyDecoder::Done)
     }

@@ -5,6 +5,7 @@
 
 pub mod conn;
 pub mod error_page;
+pub mod h2_stream;
 pub mod headers;
 pub mod io;
 pub mod status;

@@ -17,12 +17,16 @@ use super::snapshot::{SnapshotCache, SnapshotStore};
 use crate::proxy::conn;
 use crate::proxy::upstream_pool::UpstreamPool;
 use crate::route::Scheme;
+use crate::tls::acme::Challenges;
+use crate::tls::server_config::ALPN_H2;
 
 /// State shared by every worker and the control thread: the snapshot
 /// store and the stop flag. Read-mostly.
 pub struct Shared {
     pub store: Arc<SnapshotStore>,
     pub stopping: AtomicBool,
+    /// Pending ACME HTTP-01 challenges (written by the ACME manager).
+    pub challenges: Arc<Challenges>,
 }
 
 /// Per-worker state, reachable from every connection task of that worker.
@@ -32,6 +36,7 @@ pub struct WorkerCtx {
     pub pool: RefCell<UpstreamPool>,
     pub drain: Drain,
     pub active: Cell<usize>,
+    pub challenges: Arc<Challenges>,
 }
 
 /// Which io driver a worker runs.
@@ -182,6 +187,7 @@ async fn worker_main(spec: WorkerSpec) {
         pool: RefCell::new(UpstreamPool::default()),
         drain: Drain::new(),
         active: Cell::new(0),
+        challenges: shared.challenges.clone(),
     });
     let listener = match TcpListener::from_std(http) {
         Ok(l) => l,
@@ -266,11 +272,39 @@ async fn connection(
         Listener::Http => conn::serve(stream, peer, ctx, Scheme::Http).await,
         Listener::Https(acceptor) => {
             match monoio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                Ok(Ok(tls)) => conn::serve(tls, peer, ctx, Scheme::Https).await,
+                Ok(Ok(tls)) => {
+                    if tls.alpn_protocol().as_deref() == Some(ALPN_H2) {
+                        serve_h2(tls, peer, ctx).await;
+                    } else {
+                        conn::serve(tls, peer, ctx, Scheme::Https).await;
+                    }
+                }
                 Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
                 Err(_) => debug!(%peer, "TLS handshake timed out"),
             }
         }
+    }
+}
+
+/// An HTTP/2 connection: each stream is proxied by `proxy::h2_stream`.
+async fn serve_h2<IO>(io: IO, peer: std::net::SocketAddr, ctx: Rc<WorkerCtx>)
+where
+    IO: monoio::io::AsyncReadRent + monoio::io::AsyncWriteRent + Unpin + 'static,
+{
+    let peer_ip: Rc<str> = peer.ip().to_canonical().to_string().into();
+    let limits = crate::h2::H2Limits::default();
+    let drain = ctx.drain.clone();
+    let handler_ctx = ctx.clone();
+    let result = crate::h2::server::serve(io, &limits, drain, move |req, respond| {
+        crate::proxy::h2_stream::handle(req, respond, handler_ctx.clone(), peer_ip.clone())
+    })
+    .await;
+    match result {
+        Err(crate::h2::H2Error::Panic(msg)) => {
+            error!(%peer, panic = %msg, "HTTP/2 connection task panicked (contained); connection closed")
+        }
+        Err(e) => debug!(%peer, error = %e, "HTTP/2 connection ended with an error"),
+        Ok(()) => {}
     }
 }
 
