@@ -211,3 +211,111 @@ fn many_concurrent_streams_with_h2load() {
     assert!(text.contains("4000 succeeded"), "{text}");
     assert!(text.contains("h2"), "{text}");
 }
+
+// ------------------------------------------------------------ reset storm
+
+/// One HTTP/2 frame.
+fn h2_frame(ty: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len() as u32;
+    let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, ty, flags];
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// HEADERS (END_STREAM | END_HEADERS) for GET https://{authority}/ with a
+/// minimal HPACK block: indexed :method GET, :scheme https, :path /, and a
+/// literal :authority.
+fn h2_get(stream: u32, authority: &str) -> Vec<u8> {
+    let mut block = vec![0x82, 0x87, 0x84, 0x01, authority.len() as u8];
+    block.extend_from_slice(authority.as_bytes());
+    h2_frame(0x1, 0x5, stream, &block)
+}
+
+#[test]
+fn rapid_reset_storm_over_tls_gets_goaway_and_the_edge_keeps_serving() {
+    use rustls::pki_types::pem::PemObject;
+    use std::io::{Read, Write};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    let up = Upstream::start(Behaviour::Echo);
+    let e = start(&config(&up));
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls::pki_types::CertificateDer::pem_file_iter(&e.ca).expect("ca") {
+        roots.add(c.expect("pem")).expect("root");
+    }
+    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"h2".to_vec()];
+    let name = rustls::pki_types::ServerName::try_from("app.ringress.localhost").expect("name");
+    let conn = rustls::ClientConnection::new(Arc::new(cfg), name).expect("conn");
+    let sock = std::net::TcpStream::connect(e.addr).expect("connect");
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    sock.set_write_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut tls = rustls::StreamOwned::new(conn, sock);
+    tls.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .expect("preface");
+    tls.write_all(&h2_frame(0x4, 0, 0, &[])).expect("settings");
+    assert_eq!(tls.conn.alpn_protocol(), Some(&b"h2"[..]), "ALPN h2");
+
+    let started = Instant::now();
+    let mut sent = 0u32;
+    'storm: for batch in 0..100u32 {
+        let mut buf = Vec::new();
+        for i in 0..100u32 {
+            let id = 2 * (batch * 100 + i) + 1;
+            buf.extend_from_slice(&h2_get(id, "app.ringress.localhost"));
+            buf.extend_from_slice(&h2_frame(0x3, 0, id, &8u32.to_be_bytes())); // RST CANCEL
+        }
+        if tls.write_all(&buf).is_err() {
+            break 'storm;
+        }
+        sent += 100;
+    }
+    // Read frames until GOAWAY or the end of the connection.
+    let mut goaway_code = None;
+    let mut header = [0u8; 9];
+    while tls.read_exact(&mut header).is_ok() {
+        let len = u32::from_be_bytes([0, header[0], header[1], header[2]]) as usize;
+        let mut payload = vec![0u8; len];
+        if tls.read_exact(&mut payload).is_err() {
+            break;
+        }
+        if header[3] == 0x7 && payload.len() >= 8 {
+            goaway_code = Some(u32::from_be_bytes([
+                payload[4], payload[5], payload[6], payload[7],
+            ]));
+            break;
+        }
+    }
+    // The edge answers the flood with GOAWAY(ENHANCE_YOUR_CALM) and closes;
+    // when it closes with the rest of the flood unread, the kernel resets
+    // the connection and the GOAWAY may be lost on the way: either way the
+    // abusive connection must end long before the flood does.
+    assert!(
+        goaway_code == Some(0xb) || (goaway_code.is_none() && sent < 10_000),
+        "the edge let the storm run: {sent} pairs sent, GOAWAY {goaway_code:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(15));
+    let reached = up.requests().len();
+    eprintln!(
+        "storm: {sent} HEADERS+RST pairs sent, {reached} reached the upstream, {:?}",
+        started.elapsed()
+    );
+    assert!(
+        reached < 1000,
+        "{reached} storm requests reached the upstream"
+    );
+    // The edge (and its worker) still serve a normal client.
+    let (code, out) = curl(&e, "app.ringress.localhost", "/after-storm", &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("GET /after-storm HTTP/1.1"), "{out}");
+}
