@@ -202,6 +202,36 @@ fn curl_ip(addr: SocketAddr, cacert: &Path) -> (i32, String) {
 }
 
 #[test]
+fn a_configured_default_certificate_answers_clients_without_sni() {
+    let up = Upstream::start(Behaviour::Echo);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (c, k) = write_cert(dir.path(), "files", &["files.example.com", "127.0.0.1"]);
+    let config = file_cert_config(&up, &c, &k).replace("key = \"", "default = true\nkey = \"");
+    let (_edge, addr) = https_edge(&config, &[]);
+    // By IP: no SNI, so only the default certificate can answer.
+    let (code, out) = curl_ip(addr, &c);
+    assert_eq!(code, 0, "{out}");
+    let two_defaults = format!(
+        "{}[[tls.certificates]]\ndomains = [\"x.example.com\"]\ncert = \"{}\"\nkey = \"{}\"\ndefault = true\n",
+        config,
+        c.display(),
+        k.display()
+    );
+    let out = common::edge::run_ringress(
+        &two_defaults,
+        &["edge", "--config", "{CONFIG}", "--check"],
+        Duration::from_secs(20),
+    );
+    assert!(!out.status.success());
+    assert!(
+        out.stderr
+            .contains("at most one certificate can be the default"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
 fn a_handshake_that_never_completes_does_not_block_others() {
     let up = Upstream::start(Behaviour::Echo);
     let (_edge, addr, ca) = dev_edge(&echo_endpoints(&up));

@@ -54,6 +54,8 @@ struct FileCert {
     domains: Vec<String>,
     cert: PathBuf,
     key: PathBuf,
+    #[serde(default)]
+    default: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -261,6 +263,13 @@ fn validate(file: FileConfig, mode: LoadMode) -> Result<EdgeConfig, ConfigError>
             domains,
             cert: c.cert,
             key: c.key,
+            default: c.default,
+        });
+    }
+    if certificates.iter().filter(|c| c.default).count() > 1 {
+        return Err(ConfigError::Field {
+            field: "tls.certificates".into(),
+            reason: "at most one certificate can be the default".into(),
         });
     }
     let acme = match file.acme {

@@ -50,6 +50,8 @@ pub struct FileCertificate {
     pub domains: Vec<String>,
     pub cert: PathBuf,
     pub key: PathBuf,
+    /// Also served to clients that send no SNI or an unknown name.
+    pub default: bool,
 }
 
 /// Automatic certificates (RFC 8555, HTTP-01).

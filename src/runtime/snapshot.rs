@@ -80,6 +80,9 @@ fn build_certs(
         for d in &c.domains {
             certs.insert(d, key.clone());
         }
+        if c.default {
+            certs.set_default(key.clone());
+        }
     }
     let mut acme_domains = HashSet::new();
     if config.listen.https.is_none() {
