@@ -25,7 +25,7 @@ use ringress::tls::acme::{AcmeHandle, AcmeSettings, Challenges, IssuedCert};
 
 mod common;
 
-use common::pebble::{Pebble, CHALLTESTSRV, PEBBLE};
+use common::pebble::Pebble;
 const CERT_WAIT: Duration = Duration::from_secs(30);
 
 // ------------------------------------------------------------------ tests
@@ -159,15 +159,7 @@ fn failed_validation_warns_and_backs_off() {
 
 fn pebble_available() -> bool {
     init_logs();
-    if Path::new(PEBBLE).exists() && Path::new(CHALLTESTSRV).exists() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "pebble is not installed ({PEBBLE}); scripts/test.sh installs it"
-    );
-    println!("SKIPPED: pebble not installed");
-    false
+    common::pebble::available()
 }
 
 fn spawn(

@@ -234,27 +234,14 @@ fn h2_get(stream: u32, authority: &str) -> Vec<u8> {
 
 #[test]
 fn rapid_reset_storm_over_tls_gets_goaway_and_the_edge_keeps_serving() {
-    use rustls::pki_types::pem::PemObject;
     use std::io::{Read, Write};
-    use std::sync::Arc;
     use std::time::{Duration, Instant};
 
     let up = Upstream::start(Behaviour::Echo);
     let e = start(&config(&up));
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls::pki_types::CertificateDer::pem_file_iter(&e.ca).expect("ca") {
-        roots.add(c.expect("pem")).expect("root");
-    }
-    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("versions")
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    cfg.alpn_protocols = vec![b"h2".to_vec()];
+    let cfg = common::tls::client_config(&e.ca, &[b"h2"]);
     let name = rustls::pki_types::ServerName::try_from("app.ringress.localhost").expect("name");
-    let conn = rustls::ClientConnection::new(Arc::new(cfg), name).expect("conn");
+    let conn = rustls::ClientConnection::new(cfg, name).expect("conn");
     let sock = std::net::TcpStream::connect(e.addr).expect("connect");
     sock.set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");

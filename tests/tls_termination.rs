@@ -254,23 +254,8 @@ fn a_handshake_that_never_completes_does_not_block_others() {
 }
 
 fn rustls_client(ca: &Path) -> Arc<rustls::ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    let pem = std::fs::read(ca).expect("ca");
-    for c in rustls_pki_types::CertificateDer::pem_slice_iter(&pem) {
-        roots.add(c.expect("pem")).expect("root");
-    }
-    Arc::new(
-        rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::aws_lc_rs::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth(),
-    )
+    common::tls::client_config(ca, &[])
 }
-
-use rustls_pki_types::pem::PemObject;
 
 fn tls_get(
     cfg: &Arc<rustls::ClientConfig>,

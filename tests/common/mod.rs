@@ -10,6 +10,7 @@
 pub mod client;
 pub mod edge;
 pub mod pebble;
+pub mod tls;
 pub mod upstream;
 
 use std::fs::{self, File};

@@ -158,19 +158,9 @@ impl Pebble {
 
     /// GET over HTTPS from the management interface, trusting our test CA.
     pub fn management_get(&self, path: &str) -> String {
-        let mut roots = RootCertStore::empty();
-        for cert in CertificateDer::pem_file_iter(&self.ca_bundle).expect("bundle") {
-            roots.add(cert.expect("pem")).expect("root");
-        }
-        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::aws_lc_rs::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        let config = super::tls::client_config(&self.ca_bundle, &[]);
         let name = ServerName::try_from("127.0.0.1").expect("name");
-        let conn = rustls::ClientConnection::new(Arc::new(config), name).expect("tls");
+        let conn = rustls::ClientConnection::new(config, name).expect("tls");
         let tcp = TcpStream::connect(("127.0.0.1", self.mgmt_port)).expect("connect");
         tcp.set_read_timeout(Some(Duration::from_secs(10)))
             .expect("timeout");
