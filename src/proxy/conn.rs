@@ -431,7 +431,7 @@ where
             complete,
             retryable,
             &mut self.ubuf,
-            t,
+            settings,
         )
         .await
         {
