@@ -431,7 +431,7 @@ where
             complete,
             retryable,
             &mut self.ubuf,
-            settings,
+            t,
         )
         .await
         {

@@ -124,7 +124,7 @@ pub async fn handle(
         complete,
         retryable,
         &mut ubuf,
-        &settings,
+        t,
     )
     .await
     {

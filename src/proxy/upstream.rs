@@ -5,119 +5,60 @@
 //! connection back to the worker's pool.
 
 use std::net::SocketAddr;
-use std::rc::Rc;
-use std::time::{Duration, Instant};
 
 use monoio::net::TcpStream;
 use tracing::debug;
 
 use super::error_page::EdgeError;
 use super::io::{read_append, write_all, IoFail};
-use crate::config::{Settings, Timeouts};
+use crate::config::Timeouts;
 use crate::http1::ResponseHead;
 use crate::route::Upstream;
 use crate::runtime::worker::WorkerCtx;
 
-/// A connection to an upstream, for one exchange. Its `lease` keeps it
-/// counted as busy in the worker's pool until it is returned or dropped.
+/// A connection to an upstream, for one exchange.
 pub struct UpstreamConn {
     pub stream: TcpStream,
     pub addr: SocketAddr,
-    pub lease: Lease,
-}
-
-/// Frees the connection's slot in the pool when dropped (the connection
-/// closed, or moved into an upgraded pipe), unless it was returned.
-pub struct Lease {
-    ctx: Rc<WorkerCtx>,
-    addr: SocketAddr,
-    returned: bool,
-}
-
-impl Drop for Lease {
-    fn drop(&mut self) {
-        if !self.returned {
-            self.ctx.pool.borrow_mut().release_slot(self.addr);
-        }
-    }
-}
-
-/// Longest a request waits for a busy connection to come back before it
-/// opens a new one anyway.
-const QUEUE_MAX_WAIT: Duration = Duration::from_secs(1);
-
-/// Waits until the pool wakes us (a connection came back or a slot freed),
-/// or `limit` passes.
-async fn wait_for_release(ctx: &WorkerCtx, addr: SocketAddr, limit: Duration) {
-    let mut registered = false;
-    let wait = std::future::poll_fn(|cx| {
-        if registered {
-            return std::task::Poll::Ready(());
-        }
-        registered = true;
-        ctx.pool.borrow_mut().wait_for_release(addr, cx.waker());
-        std::task::Poll::Pending
-    });
-    let _ = monoio::time::timeout(limit, wait).await;
 }
 
 /// A pooled connection if one is idle, else a new one. A request that
 /// cannot be retried only gets a pooled connection that passes a liveness
 /// probe. Returns whether the connection was reused.
 async fn connect(
-    ctx: &Rc<WorkerCtx>,
+    ctx: &WorkerCtx,
     upstream: &Upstream,
     retryable: bool,
     t: &Timeouts,
-    cap: usize,
 ) -> Result<(UpstreamConn, bool), EdgeError> {
-    let lease = |addr: SocketAddr| Lease {
-        ctx: ctx.clone(),
-        addr,
-        returned: false,
-    };
-    // With `cap` connections busy and the upstream returning them, wait for
-    // one rather than open (and later close) another: under many concurrent
-    // requests, that is the difference between reusing connections and
-    // paying a TCP handshake and teardown per request.
-    let deadline = Instant::now() + QUEUE_MAX_WAIT;
-    loop {
-        for addr in &upstream.addrs {
-            let pooled = if retryable {
-                ctx.pool.borrow_mut().take(*addr, t.upstream_idle)
-            } else {
-                ctx.pool.borrow_mut().take_alive(*addr, t.upstream_idle)
-            };
-            if let Some(stream) = pooled {
-                let conn = UpstreamConn {
+    for addr in &upstream.addrs {
+        let pooled = if retryable {
+            ctx.pool.borrow_mut().take(*addr, t.upstream_idle)
+        } else {
+            ctx.pool.borrow_mut().take_alive(*addr, t.upstream_idle)
+        };
+        if let Some(stream) = pooled {
+            return Ok((
+                UpstreamConn {
                     stream,
                     addr: *addr,
-                    lease: lease(*addr),
-                };
-                return Ok((conn, true));
-            }
+                },
+                true,
+            ));
         }
-        let Some(first) = upstream.addrs.first().copied() else {
-            return Err(EdgeError::UPSTREAM_UNREACHABLE);
-        };
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() || !ctx.pool.borrow().should_wait(first, cap) {
-            break;
-        }
-        wait_for_release(ctx, first, left).await;
     }
     let mut last = EdgeError::UPSTREAM_UNREACHABLE;
     for addr in &upstream.addrs {
         match monoio::time::timeout(t.upstream_connect, TcpStream::connect_addr(*addr)).await {
             Ok(Ok(stream)) => {
                 let _ = stream.set_nodelay(true);
-                ctx.pool.borrow_mut().opened(*addr);
-                let conn = UpstreamConn {
-                    stream,
-                    addr: *addr,
-                    lease: lease(*addr),
-                };
-                return Ok((conn, false));
+                return Ok((
+                    UpstreamConn {
+                        stream,
+                        addr: *addr,
+                    },
+                    false,
+                ));
             }
             Ok(Err(e)) => {
                 debug!(%addr, error = %e, "upstream connect failed");
@@ -137,20 +78,18 @@ async fn connect(
 /// connection when `retryable` (idempotent, no body). Nothing else is ever
 /// sent twice.
 pub async fn send_head(
-    ctx: &Rc<WorkerCtx>,
+    ctx: &WorkerCtx,
     upstream: &Upstream,
     head: &mut Vec<u8>,
     complete: bool,
     retryable: bool,
     ubuf: &mut Vec<u8>,
-    settings: &Settings,
+    t: &Timeouts,
 ) -> Result<UpstreamConn, EdgeError> {
-    let t = &settings.timeouts;
-    let cap = settings.limits.upstream_idle_per_host;
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let (mut up, reused) = connect(ctx, upstream, retryable, t, cap).await?;
+        let (mut up, reused) = connect(ctx, upstream, retryable, t).await?;
         let may_retry = reused && retryable && attempt == 1;
         let (res, buf) = write_all(&mut up.stream, std::mem::take(head), t.upstream_idle).await;
         *head = buf;
@@ -207,17 +146,12 @@ pub async fn read_response_head(
     }
 }
 
-/// Gives a connection whose exchange completed cleanly back to the pool
-/// (during a drain it is closed instead).
+/// Gives a connection whose exchange completed cleanly back to the pool.
 pub fn release(ctx: &WorkerCtx, up: UpstreamConn, max_idle_per_host: usize) {
-    let UpstreamConn {
-        stream,
-        addr,
-        mut lease,
-    } = up;
     if ctx.drain.is_fired() {
         return;
     }
-    lease.returned = true;
-    ctx.pool.borrow_mut().put(addr, stream, max_idle_per_host);
+    ctx.pool
+        .borrow_mut()
+        .put(up.addr, up.stream, max_idle_per_host);
 }
