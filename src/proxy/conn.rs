@@ -204,12 +204,12 @@ where
         // RFC 8555 §8.3: HTTP-01 validation, only for hosts whose
         // certificates come from ACME (seed, "Well Known URIs").
         if self.scheme == Scheme::Http
-            && snap.acme_domains.contains(&self.host)
             && self
                 .req
                 .origin_form
                 .get(&self.rbuf)
                 .starts_with(CHALLENGE_PATH_PREFIX.as_bytes())
+            && snap.acme_domains.contains(&self.host)
         {
             return self.answer_acme_challenge(settings).await;
         }
