@@ -96,7 +96,9 @@ HOST=bench.ringress.localhost
 H2LOAD_TLS13=TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256
 
 die() { echo "tls_compare.sh: $*" >&2; exit 1; }
-log() { echo "== $*" >&2; }
+# Helpers shared with the other side-by-side script.
+# shellcheck source=bench/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 for v in ROUNDS DURATION WORKERS CONNS WARMUP SERVER_CPU CLIENT_CPU QUIET_WAIT MAX_OTHER NOISE_RETRIES H2_STREAMS H2POOL_CONNS H2POOL_STREAMS UPSTREAM_KEEPALIVE H2LOAD_P99; do
     [[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a non-negative integer (got '${!v}')"
@@ -172,51 +174,14 @@ elif ((EPH_LO > 2048)); then
 else
     PORT_BASE=20000 PORT_SPAN=10000
 fi
-pick_port() {
-    local p
-    for _ in $(seq 200); do
-        p=$((PORT_BASE + RANDOM % PORT_SPAN))
-        [[ -n ${TAKEN[$p]:-} ]] && continue
-        if [[ -z $(ss -Htan "( sport = :$p )") ]]; then
-            TAKEN[$p]=1
-            echo "$p"
-            return
-        fi
-    done
-    die "no free port found"
-}
 UP_PORT=$(pick_port)
 declare -A PORT=()
 PORT[nginx]=$(pick_port)
 PORT[ringress]=$(pick_port)
 RINGRESS_HTTP_PORT=$(pick_port) # ringress's plain listener (unused by the load)
 
-proc_tree() {
-    local pid=$1 child
-    [[ -d /proc/$pid ]] || return 0
-    echo "$pid"
-    for child in $(ps -o pid= --ppid "$pid" 2>/dev/null || true); do proc_tree "$child"; done
-}
 
-# utime+stime (fields 14 and 15 of /proc/PID/stat, clock ticks) over all processes of
-# the given servers. The comm field may contain spaces: cut after the last ')'.
-cpu_ticks() {
-    local total=0 root p line
-    local -a f
-    for root in "$@"; do
-        for p in $(proc_tree "$root"); do
-            line=$(cat "/proc/$p/stat" 2>/dev/null) || continue
-            read -ra f <<<"${line##*) }" # f[0] is field 3
-            total=$((total + f[11] + f[12]))
-        done
-    done
-    echo "$total"
-}
 
-# One CPU's line of /proc/stat as "busy irq_softirq total" ticks (steal counts as busy).
-cpu_stat() {
-    awk -v c="cpu$1" '$1 == c { busy = $2 + $3 + $4 + $7 + $8 + $9; print busy, $7 + $8, busy + $5 + $6 }' /proc/stat
-}
 
 # TCP connects made on the machine (Tcp ActiveOpens in /proc/net/snmp): the load
 # generator's plus the front's to the upstream; per request it shows connection churn.
@@ -224,13 +189,6 @@ active_opens() {
     awk '$1 == "Tcp:" && $2 ~ /^[0-9]+$/ { print $6; exit }' /proc/net/snmp
 }
 
-busy_pct() {
-    local a b
-    a=$(awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8 + $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9 }' /proc/stat)
-    sleep "${1:-1}"
-    b=$(awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8 + $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9 }' /proc/stat)
-    awk -v a="$a" -v b="$b" 'BEGIN { split(a, x, " "); split(b, y, " "); t = y[2] - x[2]; printf "%.0f", (t > 0 ? (y[1] - x[1]) / t * 100 : 0) }'
-}
 
 check_listener_owner() {
     local port=$1 root=$2 owners p mine
@@ -242,24 +200,7 @@ check_listener_owner() {
     done
 }
 
-wait_listening() {
-    local port=$1 pid=$2 name=$3
-    for _ in $(seq 200); do
-        kill -0 "$pid" 2>/dev/null || { cat "$WORK/$name.err" >&2 || true; die "$name (pid $pid) exited during startup"; }
-        [[ -n $(ss -Hltn "( sport = :$port )") ]] && return 0
-        sleep 0.05
-    done
-    cat "$WORK/$name.err" >&2 || true
-    die "$name did not listen on port $port within 10s"
-}
 
-start() {
-    local name=$1
-    shift
-    taskset -c "$SERVER_CPU" "$@" >"$WORK/$name.out" 2>"$WORK/$name.err" &
-    STARTED_PID=$!
-    PIDS+=("$STARTED_PID")
-}
 
 FILL=$(printf 'x%.0s' $(seq 94))
 UP_BODY="upstr:$FILL"
@@ -631,19 +572,6 @@ run_load() {
     echo "$LINE" >&2
 }
 
-wait_quiet() {
-    local limit=$1 waited=0 quiet=0 busy
-    while ((quiet < 3)); do
-        busy=$(busy_pct 2)
-        waited=$((waited + 2))
-        if ((busy <= 5)); then quiet=$((quiet + 1)); else quiet=0; fi
-        if ((quiet < 3 && waited >= limit)); then
-            echo "warning: the machine was not idle for 6 s in a row within ${limit}s (last sample ${busy}% busy); numbers may be noisy. Top processes:" >&2
-            ps -eo pid,pcpu,comm --sort=-pcpu | head -6 >&2
-            return 0
-        fi
-    done
-}
 
 nscen=$(wc -w <<<"$SCENARIOS")
 est=$((ROUNDS * nscen * 2 * (DURATION + 3) + 2 * nscen * (WARMUP + 2)))
@@ -678,9 +606,7 @@ median() {
         awk '{ a[NR] = $1 } END { if (NR == 0) print "-"; else if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
 }
 rows() { awk -F'\t' -v s="$1" -v sc="$2" 'NR > 1 && $2 == s && $3 == sc' "$RAW"; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || b == 0) print "-"; else printf "%.2f", a / b }'; }
 fmt0() { awk -v v="$1" 'BEGIN { if (v == "-") print "-"; else printf "%.0f", v }'; }
-fmt_ms() { awk -v v="$1" 'BEGIN { if (v == "-") print "-"; else printf "%.2f", v / 1000 }'; }
 fmt1() { awk -v v="$1" 'BEGIN { if (v == "-") print "-"; else printf "%.1f", v }'; }
 
 declare -A TOOL_OF=([keepalive]=wrk [handshake]=wrk [resume]=wrk [h2]=h2load [h2pool]=h2load)
