@@ -5,6 +5,7 @@
 //! `policy` (traffic policy), `proxy` (request pipeline and upstreams),
 //! `runtime` (workers, listeners, snapshots, signals), `config`, `cli`.
 
+pub mod agent;
 pub mod cli;
 pub mod config;
 pub mod h2;
@@ -14,3 +15,4 @@ pub mod proxy;
 pub mod route;
 pub mod runtime;
 pub mod tls;
+pub mod tunnel;

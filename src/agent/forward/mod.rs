@@ -1,0 +1,1 @@
+//! Forwarders: what the agent does with one proxied connection.

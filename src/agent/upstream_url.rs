@@ -1,0 +1,1 @@
+//! Upstream address normalization (`8080` → `http://localhost:8080`).

@@ -1,0 +1,5 @@
+//! Tunnels: ngrok's agent protocol. `muxado` is the stream multiplexer
+//! (sans-IO core plus a monoio driver) that both the edge (server role) and
+//! the agent (client role) run over TLS.
+
+pub mod muxado;

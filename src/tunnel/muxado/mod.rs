@@ -1,0 +1,1 @@
+//! muxado: the stream multiplexer under ngrok's agent protocol.
