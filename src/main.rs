@@ -33,10 +33,13 @@ fn main() -> std::process::ExitCode {
                 workers: args.workers,
                 listen_http: args.listen_http,
                 listen_https: args.listen_https,
+                listen_tunnel: args.listen_tunnel,
                 data_dir: args.data_dir,
             },
             check: args.check,
-        }),
+        })
+        .map_err(|e| e.to_string()),
+        Command::Http(args) => ringress::agent::cli::http(args).map_err(|e| e.to_string()),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -32,6 +32,65 @@ pub enum LogFormat {
 pub enum Command {
     /// Run the edge: public HTTP listener, routing, traffic policy, proxying.
     Edge(EdgeArgs),
+    /// Expose a local service through an edge: `ringress http 8080`.
+    Http(HttpArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum UpstreamProtocolArg {
+    Http1,
+    Http2,
+}
+
+#[derive(Debug, Args)]
+pub struct HttpArgs {
+    /// The upstream: a port (`8080`), `host:port`, `http(s)://host:port`, or
+    /// `file:///abs/dir`.
+    pub upstream: String,
+    /// Endpoint URL: `https://name.example.com`, `http://...`, a bare host,
+    /// or nothing for a random name under the edge's base domain.
+    #[arg(long)]
+    pub url: Option<String>,
+    /// Deprecated ngrok spelling of --url.
+    #[arg(long, hide = true)]
+    pub domain: Option<String>,
+    /// Auth token for the edge (not needed by a `--dev` edge).
+    #[arg(long, env = "RINGRESS_AUTHTOKEN", default_value = "")]
+    pub authtoken: String,
+    /// The edge's tunnel address.
+    #[arg(long, env = "RINGRESS_SERVER_ADDR", default_value = "localhost:4443")]
+    pub server_addr: String,
+    /// CA file (PEM) to trust for the edge, or `host` for the system store.
+    /// Default: the dev CA of a local `--dev` edge when it exists.
+    #[arg(long)]
+    pub root_cas: Option<String>,
+    /// Let other agents bind the same URL; requests are balanced.
+    #[arg(long)]
+    pub pooling_enabled: bool,
+    /// Opaque endpoint metadata.
+    #[arg(long, default_value = "")]
+    pub metadata: String,
+    /// Free-text description (shown by the edge).
+    #[arg(long, default_value = "")]
+    pub description: String,
+    /// Traffic policy file (JSON or YAML) for the endpoint.
+    #[arg(long)]
+    pub traffic_policy_file: Option<PathBuf>,
+    /// How to speak to the upstream: HTTP/1.1 or h2c (prior knowledge).
+    #[arg(long, value_enum, default_value = "http1")]
+    pub upstream_protocol: UpstreamProtocolArg,
+    /// Verify an https upstream's certificate (off by default).
+    #[arg(long)]
+    pub upstream_tls_verify: bool,
+    /// CA file for --upstream-tls-verify.
+    #[arg(long)]
+    pub upstream_tls_verify_cas: Option<PathBuf>,
+    /// Only `public` is supported.
+    #[arg(long, default_value = "public")]
+    pub binding: String,
+    /// Sessions to open (default: one per edge worker).
+    #[arg(long)]
+    pub sessions: Option<usize>,
 }
 
 #[derive(Debug, Args)]
@@ -48,6 +107,9 @@ pub struct EdgeArgs {
     /// Public HTTPS listener address (overrides `listen.https`).
     #[arg(long)]
     pub listen_https: Option<SocketAddr>,
+    /// Agent tunnel listener address (overrides `listen.tunnel`).
+    #[arg(long)]
+    pub listen_tunnel: Option<SocketAddr>,
     /// Development mode: loopback listeners (8080/8443), a local CA in the
     /// data dir, base domain ringress.localhost.
     #[arg(long)]

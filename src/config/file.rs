@@ -10,7 +10,7 @@ use serde::Deserialize;
 use super::url::{EndpointUrl, UpstreamUrl};
 use super::{
     AcmeConfig, ConfigError, EdgeConfig, EndpointConfig, FileCertificate, Limits, Listen, Settings,
-    Timeouts, TlsConfig,
+    Timeouts, TlsConfig, TunnelConfig,
 };
 use crate::http1::limits::MAX_HEAD_BYTES_CEILING;
 use crate::policy::TrafficPolicy;
@@ -32,6 +32,16 @@ struct FileConfig {
     limits: FileLimits,
     #[serde(default)]
     endpoints: Vec<FileEndpoint>,
+    tunnel: Option<FileTunnel>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileTunnel {
+    #[serde(default)]
+    auth_tokens: Vec<String>,
+    base_domain: Option<String>,
+    reserve_grace: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -39,6 +49,7 @@ struct FileConfig {
 struct FileListen {
     http: Option<String>,
     https: Option<String>,
+    tunnel: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -97,6 +108,8 @@ pub const DEFAULT_HTTP_LISTEN: &str = "0.0.0.0:80";
 pub const DEFAULT_HTTPS_LISTEN: &str = "0.0.0.0:443";
 pub const DEV_HTTP_LISTEN: &str = "127.0.0.1:8080";
 pub const DEV_HTTPS_LISTEN: &str = "127.0.0.1:8443";
+pub const DEFAULT_TUNNEL_LISTEN: &str = "0.0.0.0:4443";
+pub const DEV_TUNNEL_LISTEN: &str = "127.0.0.1:4443";
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/ringress";
 
 /// How the file is read: `--dev` changes defaults.
@@ -199,6 +212,47 @@ fn validate(file: FileConfig, mode: LoadMode) -> Result<EdgeConfig, ConfigError>
         file.listen.http.as_deref().unwrap_or(http_default),
     )?;
     let https_explicit = file.listen.https.is_some();
+    let tunnel_wanted = mode.dev || file.listen.tunnel.is_some() || file.tunnel.is_some();
+    let tunnel_listen = socket_addr(
+        "listen.tunnel",
+        file.listen.tunnel.as_deref().unwrap_or(if mode.dev {
+            DEV_TUNNEL_LISTEN
+        } else {
+            DEFAULT_TUNNEL_LISTEN
+        }),
+    )?;
+    let ft = file.tunnel.unwrap_or_default();
+    let base_domain = match ft.base_domain {
+        Some(b) => {
+            let b = b.trim_end_matches('.').to_ascii_lowercase();
+            if b.is_empty() || b.contains(['*', '/', ':', ' ']) {
+                return Err(ConfigError::Field {
+                    field: "tunnel.base_domain".into(),
+                    reason: format!("{b:?} is not a domain name"),
+                });
+            }
+            Some(b)
+        }
+        None => mode.dev.then(|| super::DEV_BASE_DOMAIN.to_owned()),
+    };
+    if ft.auth_tokens.iter().any(|t| t.is_empty()) {
+        return Err(ConfigError::Field {
+            field: "tunnel.auth_tokens".into(),
+            reason: "an auth token cannot be empty".into(),
+        });
+    }
+    let tunnel = TunnelConfig {
+        auth_tokens: ft.auth_tokens,
+        base_domain,
+        reserve_grace: match ft.reserve_grace.as_deref() {
+            Some("0s") | Some("0") => Duration::ZERO,
+            _ => duration(
+                "tunnel.reserve_grace",
+                ft.reserve_grace,
+                Duration::from_secs(30),
+            )?,
+        },
+    };
     let https = socket_addr(
         "listen.https",
         file.listen.https.as_deref().unwrap_or(https_default),
@@ -311,6 +365,7 @@ fn validate(file: FileConfig, mode: LoadMode) -> Result<EdgeConfig, ConfigError>
     }
     let https_needed = mode.dev
         || https_explicit
+        || tunnel_wanted
         || !tls.certificates.is_empty()
         || tls.acme.is_some()
         || endpoints.iter().any(|e| e.url.scheme == Scheme::Https);
@@ -319,7 +374,9 @@ fn validate(file: FileConfig, mode: LoadMode) -> Result<EdgeConfig, ConfigError>
         listen: Listen {
             http,
             https: https_needed.then_some(https),
+            tunnel: tunnel_wanted.then_some(tunnel_listen),
         },
+        tunnel,
         dev: mode.dev,
         data_dir: file.data_dir.unwrap_or_else(|| default_data_dir(mode.dev)),
         tls,

@@ -41,6 +41,21 @@ pub struct Listen {
     /// The public HTTPS listener; `None` when the edge has nothing to serve
     /// over TLS (see `file::https_needed`).
     pub https: Option<SocketAddr>,
+    /// The agent tunnel listener (TLS, ngrok's agent protocol); `None`
+    /// when no agent may connect.
+    pub tunnel: Option<SocketAddr>,
+}
+
+/// Agent sessions: who may connect and how their URLs are named.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TunnelConfig {
+    /// Accepted auth tokens; empty means any token under `--dev` and none
+    /// otherwise.
+    pub auth_tokens: Vec<String>,
+    /// Random hostnames are `<12 hex>.<base_domain>`.
+    pub base_domain: Option<String>,
+    /// How long a dropped session's URLs stay reserved for its reconnect.
+    pub reserve_grace: Duration,
 }
 
 /// A certificate chain and key from files, for the names it lists.
@@ -141,6 +156,7 @@ pub struct EdgeConfig {
     pub tls: TlsConfig,
     pub settings: Settings,
     pub endpoints: Vec<EndpointConfig>,
+    pub tunnel: TunnelConfig,
 }
 
 /// The dev base domain: every `*.localhost` name resolves to loopback.

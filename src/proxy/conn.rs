@@ -17,17 +17,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, Split, Splitable};
-use monoio::net::TcpStream;
 use tracing::debug;
 
 use super::error_page::{self, EdgeError};
 use super::headers::{encode_request_head, encode_response_head, ClientConn, ForwardInfo};
 use super::io::{read_append, write_all, write_prefix, IoFail};
-use super::upstream;
+use super::upstream::{self, ClientInfo, Target};
+use super::upstream_stream::UpStream;
 use crate::config::Settings;
 use crate::http1::{BodyDecoder, Framing, Method, ParseError, RequestHead, ResponseHead};
 use crate::policy::Decision;
-use crate::route::{normalize_host, Endpoint, Scheme, Upstream};
+use crate::route::{normalize_host, Endpoint, RouteTable, Scheme};
 use crate::runtime::snapshot::Snapshot;
 use crate::runtime::worker::WorkerCtx;
 use crate::tls::acme::CHALLENGE_PATH_PREFIX;
@@ -43,6 +43,7 @@ const LINGER: Duration = Duration::from_secs(2);
 struct Conn<S> {
     client: S,
     scheme: Scheme,
+    peer: SocketAddr,
     peer_ip: String,
     rbuf: Vec<u8>,
     ubuf: Vec<u8>,
@@ -68,7 +69,7 @@ enum Next {
     /// The connection is unusable (peer gone, or mid-message failure).
     Abort,
     /// A 101 was relayed: pipe bytes between client and this upstream.
-    Upgrade(TcpStream),
+    Upgrade(UpStream),
 }
 
 /// Serves a client connection until it closes. `scheme` is the
@@ -80,6 +81,7 @@ where
     let mut conn = Conn {
         client,
         scheme,
+        peer,
         peer_ip: peer.ip().to_canonical().to_string(),
         rbuf: Vec::with_capacity(8 * 1024),
         ubuf: Vec::new(),
@@ -217,7 +219,10 @@ where
             Scheme::Http => &snap.http_routes,
             Scheme::Https => &snap.https_routes,
         };
-        let Some(endpoint) = routes.lookup(&self.host).cloned() else {
+        let tunnels = self.ctx.tunnels.table();
+        let agent_routes = tunnels.routes(self.scheme);
+        let Some(endpoint) = RouteTable::lookup_either(routes, agent_routes, &self.host).cloned()
+        else {
             let detail = format!("No endpoint is online for {}.", self.host);
             return self
                 .reply_error(EdgeError::NO_ENDPOINT, &detail, true, settings)
@@ -252,8 +257,8 @@ where
                 return self.finish_own_reply(close, settings).await;
             }
         }
-        match &endpoint.upstream {
-            Some(upstream) => self.forward(&endpoint, upstream, settings).await,
+        match Target::of(&endpoint) {
+            Some(target) => self.forward(&endpoint, target, settings).await,
             None => {
                 self.reply_error(EdgeError::NO_ENDPOINT, "", true, settings)
                     .await
@@ -390,7 +395,7 @@ where
     async fn forward(
         &mut self,
         endpoint: &Endpoint,
-        upstream: &Upstream,
+        target: Target<'_>,
         settings: &Settings,
     ) -> Next {
         let t = &settings.timeouts;
@@ -424,9 +429,14 @@ where
         }
 
         let complete = body.is_done();
+        let client = ClientInfo {
+            addr: self.peer,
+            proto: endpoint.scheme.as_str(),
+        };
         let mut up = match upstream::send_head(
             &self.ctx,
-            upstream,
+            target,
+            &client,
             &mut self.wbuf,
             complete,
             retryable,
@@ -567,7 +577,7 @@ where
     /// Streams the rest of a request body from the client to the upstream.
     async fn stream_request_body(
         &mut self,
-        up: &mut TcpStream,
+        up: &mut UpStream,
         body: &mut BodyDecoder,
         settings: &Settings,
     ) -> Result<(), Next> {
@@ -608,7 +618,7 @@ where
 
     /// After a 101: relay the upstream's head, then bytes both ways until
     /// either side closes.
-    async fn pipe_upgrade(&mut self, mut up: TcpStream, settings: &Settings) -> Next {
+    async fn pipe_upgrade(&mut self, mut up: UpStream, settings: &Settings) -> Next {
         let t = &settings.timeouts;
         self.wbuf.clear();
         encode_response_head(&self.ubuf, &self.res, ClientConn::Upgrade, &mut self.wbuf);
@@ -633,7 +643,7 @@ where
 
 /// Relays bytes both ways between an upgraded client and its upstream
 /// until both directions have closed, or nothing moved for `idle`.
-async fn pipe<S>(client: S, up: TcpStream, idle: Duration)
+async fn pipe<S>(client: S, up: UpStream, idle: Duration)
 where
     S: AsyncReadRent + AsyncWriteRent + Split,
 {

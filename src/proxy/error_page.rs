@@ -37,6 +37,16 @@ impl EdgeError {
         code: Some("ERR_NGROK_3008"),
         message: "The upstream did not answer in time.",
     };
+    pub const AGENT_UNREACHABLE: EdgeError = EdgeError {
+        status: 502,
+        code: Some("ERR_NGROK_3210"),
+        message: "The edge could not open a stream to the agent.",
+    };
+    pub const AGENT_BUSY: EdgeError = EdgeError {
+        status: 503,
+        code: Some("ERR_NGROK_3210"),
+        message: "The agent has too many requests in progress.",
+    };
     pub const WEBSOCKET_NO_CONNECTION_UPGRADE: EdgeError = EdgeError {
         status: 400,
         code: Some("ERR_NGROK_3206"),

@@ -19,7 +19,7 @@ use tracing::debug;
 use super::error_page::{self, EdgeError};
 use super::headers::{encode_request_head, ForwardInfo};
 use super::io::{read_append, write_all, IoFail};
-use super::upstream::{self, UpstreamConn};
+use super::upstream::{self, ClientInfo, Target, UpstreamConn};
 use crate::config::Settings;
 use crate::h2::convert::{
     h1_trailers_to_h2, h2_trailers_to_h1, request_to_h1, response_to_h2, write_chunk_header,
@@ -27,7 +27,7 @@ use crate::h2::convert::{
 use crate::h2::{finish, send_body, RequestBody};
 use crate::http1::{BodyDecoder, Framing, Method, RequestHead, ResponseHead};
 use crate::policy::Decision;
-use crate::route::normalize_host;
+use crate::route::{normalize_host, RouteTable};
 use crate::runtime::worker::WorkerCtx;
 
 /// Serves one stream to completion.
@@ -36,6 +36,7 @@ pub async fn handle(
     mut respond: SendResponse<Bytes>,
     ctx: Rc<WorkerCtx>,
     peer_ip: Rc<str>,
+    peer: std::net::SocketAddr,
 ) {
     let snap = ctx.snapshots.get();
     let settings: Settings = snap.settings;
@@ -85,7 +86,9 @@ pub async fn handle(
         send_error(&mut respond, err, "", json);
         return;
     }
-    let Some(endpoint) = snap.https_routes.lookup(&host).cloned() else {
+    let tunnels = ctx.tunnels.table();
+    let Some(endpoint) = RouteTable::lookup_either(&snap.https_routes, &tunnels.https, &host).cloned()
+    else {
         let detail = format!("No endpoint is online for {host}.");
         send_error(&mut respond, EdgeError::NO_ENDPOINT, &detail, json);
         return;
@@ -101,7 +104,7 @@ pub async fn handle(
             return;
         }
     }
-    let Some(upstream_cfg) = &endpoint.upstream else {
+    let Some(target) = Target::of(&endpoint) else {
         send_error(&mut respond, EdgeError::NO_ENDPOINT, "", json);
         return;
     };
@@ -117,9 +120,14 @@ pub async fn handle(
     let complete = conv.framing == Framing::None;
     let retryable = head.method().is_idempotent() && complete;
     let mut ubuf = Vec::with_capacity(crate::proxy::io::READ_CHUNK);
+    let client = ClientInfo {
+        addr: peer,
+        proto: "https",
+    };
     let mut up = match upstream::send_head(
         &ctx,
-        upstream_cfg,
+        target,
+        &client,
         &mut wbuf,
         complete,
         retryable,

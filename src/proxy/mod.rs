@@ -11,3 +11,4 @@ pub mod io;
 pub mod status;
 pub mod upstream;
 pub mod upstream_pool;
+pub mod upstream_stream;

@@ -11,15 +11,42 @@ use tracing::debug;
 
 use super::error_page::EdgeError;
 use super::io::{read_append, write_all, IoFail};
+use super::upstream_stream::{PoolKey, UpStream};
 use crate::config::Timeouts;
 use crate::http1::ResponseHead;
-use crate::route::Upstream;
+use crate::route::{Endpoint, TunnelTarget, Upstream};
 use crate::runtime::worker::WorkerCtx;
+
+/// Where an endpoint's requests go.
+#[derive(Clone, Copy)]
+pub enum Target<'a> {
+    /// A direct upstream the edge connects to itself.
+    Direct(&'a Upstream),
+    /// An agent, through a tunnel.
+    Tunnel(&'a TunnelTarget),
+}
+
+impl<'a> Target<'a> {
+    pub fn of(endpoint: &'a Endpoint) -> Option<Target<'a>> {
+        if let Some(t) = &endpoint.tunnel {
+            return Some(Target::Tunnel(t));
+        }
+        endpoint.upstream.as_ref().map(Target::Direct)
+    }
+}
+
+/// The public client of the exchange, for the agent's ProxyHeader.
+#[derive(Clone, Copy)]
+pub struct ClientInfo {
+    pub addr: SocketAddr,
+    /// `http` or `https`: the endpoint's protocol.
+    pub proto: &'static str,
+}
 
 /// A connection to an upstream, for one exchange.
 pub struct UpstreamConn {
-    pub stream: TcpStream,
-    pub addr: SocketAddr,
+    pub stream: UpStream,
+    pub key: PoolKey,
 }
 
 /// A pooled connection if one is idle, else a new one. A request that
@@ -27,24 +54,41 @@ pub struct UpstreamConn {
 /// probe. Returns whether the connection was reused.
 async fn connect(
     ctx: &WorkerCtx,
-    upstream: &Upstream,
+    target: Target<'_>,
+    client: &ClientInfo,
     retryable: bool,
     t: &Timeouts,
 ) -> Result<(UpstreamConn, bool), EdgeError> {
+    let upstream = match target {
+        Target::Direct(u) => u,
+        Target::Tunnel(tt) => {
+            let binding = ctx.tunnels.pick(tt)?;
+            let key = PoolKey::Tunnel {
+                tunnel: binding.tunnel_id.clone(),
+                session: binding.session,
+                client_ip: client.addr.ip(),
+            };
+            let pooled = if retryable {
+                ctx.pool.borrow_mut().take(&key, t.upstream_idle)
+            } else {
+                ctx.pool.borrow_mut().take_alive(&key, t.upstream_idle)
+            };
+            if let Some(stream) = pooled {
+                return Ok((UpstreamConn { stream, key }, true));
+            }
+            let stream = ctx.tunnels.open(&binding, client, t.upstream_connect).await?;
+            return Ok((UpstreamConn { stream, key }, false));
+        }
+    };
     for addr in &upstream.addrs {
+        let key = PoolKey::Addr(*addr);
         let pooled = if retryable {
-            ctx.pool.borrow_mut().take(*addr, t.upstream_idle)
+            ctx.pool.borrow_mut().take(&key, t.upstream_idle)
         } else {
-            ctx.pool.borrow_mut().take_alive(*addr, t.upstream_idle)
+            ctx.pool.borrow_mut().take_alive(&key, t.upstream_idle)
         };
         if let Some(stream) = pooled {
-            return Ok((
-                UpstreamConn {
-                    stream,
-                    addr: *addr,
-                },
-                true,
-            ));
+            return Ok((UpstreamConn { stream, key }, true));
         }
     }
     let mut last = EdgeError::UPSTREAM_UNREACHABLE;
@@ -54,8 +98,8 @@ async fn connect(
                 let _ = stream.set_nodelay(true);
                 return Ok((
                     UpstreamConn {
-                        stream,
-                        addr: *addr,
+                        stream: UpStream::Tcp(stream),
+                        key: PoolKey::Addr(*addr),
                     },
                     false,
                 ));
@@ -77,9 +121,11 @@ async fn connect(
 /// closed shows up as EOF with nothing read, and is retried once on a fresh
 /// connection when `retryable` (idempotent, no body). Nothing else is ever
 /// sent twice.
+#[allow(clippy::too_many_arguments)]
 pub async fn send_head(
     ctx: &WorkerCtx,
-    upstream: &Upstream,
+    target: Target<'_>,
+    client: &ClientInfo,
     head: &mut Vec<u8>,
     complete: bool,
     retryable: bool,
@@ -89,7 +135,7 @@ pub async fn send_head(
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let (mut up, reused) = connect(ctx, upstream, retryable, t).await?;
+        let (mut up, reused) = connect(ctx, target, client, retryable, t).await?;
         let may_retry = reused && retryable && attempt == 1;
         let (res, buf) = write_all(&mut up.stream, std::mem::take(head), t.upstream_idle).await;
         *head = buf;
@@ -151,7 +197,5 @@ pub fn release(ctx: &WorkerCtx, up: UpstreamConn, max_idle_per_host: usize) {
     if ctx.drain.is_fired() {
         return;
     }
-    ctx.pool
-        .borrow_mut()
-        .put(up.addr, up.stream, max_idle_per_host);
+    ctx.pool.borrow_mut().put(up.key, up.stream, max_idle_per_host);
 }

@@ -4,39 +4,20 @@
 //! upstream are reused; connections idle past the timeout are dropped.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use monoio::net::TcpStream;
-
-/// True when the socket has nothing to read and no FIN or error pending:
-/// the state of a healthy idle keep-alive connection.
-fn still_open(stream: &TcpStream) -> bool {
-    use std::os::fd::AsRawFd;
-    let mut byte = 0u8;
-    // SAFETY: recv on a valid fd into a one-byte stack buffer; MSG_PEEK and
-    // MSG_DONTWAIT make it a non-destructive, non-blocking probe.
-    let n = unsafe {
-        libc::recv(
-            stream.as_raw_fd(),
-            (&mut byte as *mut u8).cast(),
-            1,
-            libc::MSG_PEEK | libc::MSG_DONTWAIT,
-        )
-    };
-    n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::WouldBlock
-}
+use super::upstream_stream::{PoolKey, UpStream};
 
 #[derive(Default)]
 pub struct UpstreamPool {
-    idle: HashMap<SocketAddr, Vec<(TcpStream, Instant)>>,
+    idle: HashMap<PoolKey, Vec<(UpStream, Instant)>>,
 }
 
 impl UpstreamPool {
     /// Takes the freshest idle connection to `addr`, if any is younger
     /// than `max_idle`.
-    pub fn take(&mut self, addr: SocketAddr, max_idle: Duration) -> Option<TcpStream> {
-        let list = self.idle.get_mut(&addr)?;
+    pub fn take(&mut self, key: &PoolKey, max_idle: Duration) -> Option<UpStream> {
+        let list = self.idle.get_mut(key)?;
         while let Some((stream, since)) = list.pop() {
             if since.elapsed() < max_idle {
                 return Some(stream);
@@ -49,9 +30,9 @@ impl UpstreamPool {
     /// (or sent unsolicited bytes), checked with a non-blocking peek. Used
     /// for requests that cannot be retried, so they are never written to a
     /// connection known to be dead.
-    pub fn take_alive(&mut self, addr: SocketAddr, max_idle: Duration) -> Option<TcpStream> {
-        while let Some(stream) = self.take(addr, max_idle) {
-            if still_open(&stream) {
+    pub fn take_alive(&mut self, key: &PoolKey, max_idle: Duration) -> Option<UpStream> {
+        while let Some(stream) = self.take(key, max_idle) {
+            if stream.still_open() {
                 return Some(stream);
             }
         }
@@ -60,15 +41,21 @@ impl UpstreamPool {
 
     /// Returns a connection for reuse; beyond `max_per_host` the oldest is
     /// closed.
-    pub fn put(&mut self, addr: SocketAddr, stream: TcpStream, max_per_host: usize) {
+    pub fn put(&mut self, key: PoolKey, stream: UpStream, max_per_host: usize) {
         if max_per_host == 0 {
             return;
         }
-        let list = self.idle.entry(addr).or_default();
+        let list = self.idle.entry(key).or_default();
         if list.len() >= max_per_host {
             list.remove(0);
         }
         list.push((stream, Instant::now()));
+    }
+
+    /// Drops every idle stream of one agent session (it ended, or it is at
+    /// its stream limit and needs the slots).
+    pub fn drop_session(&mut self, session: u64) {
+        self.idle.retain(|k, _| !matches!(k, PoolKey::Tunnel { session: s, .. } if *s == session));
     }
 
     /// Drops every idle connection (shutdown).

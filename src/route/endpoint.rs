@@ -37,6 +37,30 @@ pub struct Endpoint {
     pub host: String,
     pub upstream: Option<Upstream>,
     pub policy: Option<CompiledPolicy>,
+    /// Agent endpoints: the sessions that bound this URL.
+    pub tunnel: Option<TunnelTarget>,
+}
+
+/// Where an agent endpoint's traffic goes: one member per binding agent
+/// (several with pooling), each with one session per edge worker it
+/// reached (our agent opens one per worker; SDKs open one).
+#[derive(Debug, Clone)]
+pub struct TunnelTarget {
+    pub members: Vec<Member>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Member {
+    pub sessions: Vec<Binding>,
+}
+
+/// One bound tunnel: on which worker its session lives, and its ids.
+#[derive(Debug, Clone)]
+pub struct Binding {
+    pub worker: usize,
+    pub session: u64,
+    pub tunnel_id: std::sync::Arc<str>,
+    pub proto: &'static str,
 }
 
 impl Endpoint {

@@ -5,5 +5,5 @@
 pub mod endpoint;
 pub mod table;
 
-pub use endpoint::{Endpoint, Scheme, Upstream};
+pub use endpoint::{Binding, Endpoint, Member, Scheme, TunnelTarget, Upstream};
 pub use table::{normalize_host, RouteTable};

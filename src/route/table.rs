@@ -48,6 +48,30 @@ impl RouteTable {
         None
     }
 
+    /// Looks a host up in two tables as if they were one: an exact host in
+    /// either beats any wildcard, and the most specific wildcard of either
+    /// wins; on a tie, `first` wins (config endpoints before agent ones).
+    pub fn lookup_either<'a>(
+        first: &'a RouteTable,
+        second: &'a RouteTable,
+        host: &str,
+    ) -> Option<&'a Arc<Endpoint>> {
+        if let Some(ep) = first.exact.get(host).or_else(|| second.exact.get(host)) {
+            return Some(ep);
+        }
+        if first.wildcard.is_empty() && second.wildcard.is_empty() {
+            return None;
+        }
+        let mut rest = host;
+        while let Some(dot) = rest.find('.') {
+            rest = &rest[dot + 1..];
+            if let Some(ep) = first.wildcard.get(rest).or_else(|| second.wildcard.get(rest)) {
+                return Some(ep);
+            }
+        }
+        None
+    }
+
     pub fn len(&self) -> usize {
         self.exact.len() + self.wildcard.len()
     }
@@ -93,7 +117,24 @@ mod tests {
             host: host.into(),
             upstream: None,
             policy: None,
+            tunnel: None,
         })
+    }
+
+    #[test]
+    fn two_tables_read_as_one() {
+        let mut config = RouteTable::default();
+        let mut agents = RouteTable::default();
+        config.insert(ep("*.example.com"));
+        agents.insert(ep("app.example.com"));
+        agents.insert(ep("*.b.example.com"));
+        let find = |h: &str| {
+            RouteTable::lookup_either(&config, &agents, h).map(|e| e.host.clone())
+        };
+        assert_eq!(find("app.example.com").as_deref(), Some("app.example.com"));
+        assert_eq!(find("x.b.example.com").as_deref(), Some("*.b.example.com"));
+        assert_eq!(find("x.example.com").as_deref(), Some("*.example.com"));
+        assert_eq!(find("other.test"), None);
     }
 
     #[test]

@@ -20,6 +20,8 @@ use super::worker::{self, DriverKind, Shared, WorkerSpec};
 use crate::config::{self, ConfigError, EdgeConfig};
 use crate::tls::acme::{AcmeHandle, AcmeSettings, Challenges, IssuedCert};
 use crate::tls::local_ca::LocalCa;
+use crate::tunnel::registry::{Registry, RegistryConfig};
+use crate::tunnel::worker_tunnels::relay_channels;
 
 /// Accept queue length asked of the kernel (capped by net.core.somaxconn).
 const LISTEN_BACKLOG: i32 = 4096;
@@ -88,6 +90,7 @@ pub struct Overrides {
     pub workers: Option<usize>,
     pub listen_http: Option<SocketAddr>,
     pub listen_https: Option<SocketAddr>,
+    pub listen_tunnel: Option<SocketAddr>,
     pub data_dir: Option<PathBuf>,
 }
 
@@ -121,6 +124,9 @@ fn load(opts: &EdgeOptions) -> Result<EdgeConfig, ConfigError> {
     }
     if let Some(addr) = opts.overrides.listen_https {
         cfg.listen.https = Some(addr);
+    }
+    if let Some(addr) = opts.overrides.listen_tunnel {
+        cfg.listen.tunnel = Some(addr);
     }
     if let Some(dir) = &opts.overrides.data_dir {
         cfg.data_dir = dir.clone();
@@ -189,6 +195,14 @@ pub fn run(opts: EdgeOptions) -> Result<(), EdgeError> {
         Some(addr) => Some(bind_reuseport(addr, cfg.workers)?),
         None => None,
     };
+    let tunnel_listeners = match cfg.listen.tunnel {
+        Some(addr) => Some(bind_reuseport(addr, cfg.workers)?),
+        None => None,
+    };
+    let tunnel_addr = tunnel_listeners
+        .as_deref()
+        .zip(cfg.listen.tunnel)
+        .map(|(l, a)| local_addr_of(l, a));
     let http_addr = local_addr_of(&http_listeners, cfg.listen.http);
     let https_addr = https_listeners
         .as_deref()
@@ -199,10 +213,22 @@ pub fn run(opts: EdgeOptions) -> Result<(), EdgeError> {
     if let Some(acme) = &acme {
         acme.manage(sorted_domains(&first));
     }
+    let registry = Arc::new(Registry::new(RegistryConfig {
+        dev: cfg.dev,
+        auth_tokens: cfg.tunnel.auth_tokens.clone(),
+        base_domain: cfg.tunnel.base_domain.clone(),
+        reserve_grace: cfg.tunnel.reserve_grace,
+        workers: cfg.workers,
+        http_port: http_addr.port(),
+        https_port: https_addr.map(|a| a.port()),
+    }));
+    let (relays, relay_rxs) = relay_channels(cfg.workers);
     let shared = Arc::new(Shared {
         store: Arc::new(SnapshotStore::new(first)),
         stopping: AtomicBool::new(false),
         challenges,
+        registry,
+        relays,
     });
     let ticketer = crate::tls::server_config::ticketer()?;
     let cores = core_affinity::get_core_ids().unwrap_or_default();
@@ -210,7 +236,16 @@ pub fn run(opts: EdgeOptions) -> Result<(), EdgeError> {
     let (tx, rx) = std::sync::mpsc::channel();
     let mut handles: Vec<JoinHandle<()>> = Vec::with_capacity(cfg.workers);
     let mut https_listeners = https_listeners.map(Vec::into_iter);
+    let mut tunnel_listeners = tunnel_listeners.map(Vec::into_iter);
+    let mut relay_rxs = relay_rxs.into_iter();
     for (id, http) in http_listeners.into_iter().enumerate() {
+        let tunnel = match tunnel_listeners.as_mut().and_then(Iterator::next) {
+            Some(l) => Some((
+                l,
+                crate::tls::server_config::tunnel_config(shared.store.clone(), ticketer.clone())?,
+            )),
+            None => None,
+        };
         let https = match https_listeners.as_mut().and_then(Iterator::next) {
             Some(l) => Some((
                 l,
@@ -231,6 +266,8 @@ pub fn run(opts: EdgeOptions) -> Result<(), EdgeError> {
             },
             http,
             https,
+            tunnel,
+            relay_rx: relay_rxs.next(),
             shared: shared.clone(),
             grace,
         };
@@ -254,7 +291,10 @@ pub fn run(opts: EdgeOptions) -> Result<(), EdgeError> {
     let driver = kinds.first().map(|k| k.as_str()).unwrap_or("none");
     let https_field = https_addr
         .map(|a| format!(" https={a}"))
-        .unwrap_or_default();
+        .unwrap_or_default()
+        + &tunnel_addr
+            .map(|a| format!(" tunnel={a}"))
+            .unwrap_or_default();
     info!(
         "ringress edge ready http={http_addr}{https_field} workers={} driver={driver} endpoints={}",
         handles.len(),

@@ -191,6 +191,7 @@ impl Snapshot {
                 host: e.url.host.clone(),
                 upstream,
                 policy,
+                tunnel: None,
             });
             let table = match e.url.scheme {
                 Scheme::Http => &mut http_routes,

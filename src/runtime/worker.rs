@@ -19,6 +19,8 @@ use crate::proxy::upstream_pool::UpstreamPool;
 use crate::route::Scheme;
 use crate::tls::acme::Challenges;
 use crate::tls::server_config::ALPN_H2;
+use crate::tunnel::registry::Registry;
+use crate::tunnel::worker_tunnels::{RelayReceiver, RelaySender, WorkerTunnels};
 
 /// State shared by every worker and the control thread: the snapshot
 /// store and the stop flag. Read-mostly.
@@ -27,6 +29,10 @@ pub struct Shared {
     pub stopping: AtomicBool,
     /// Pending ACME HTTP-01 challenges (written by the ACME manager).
     pub challenges: Arc<Challenges>,
+    /// Agent sessions and their endpoints.
+    pub registry: Arc<Registry>,
+    /// Cross-core relay channels, one per worker.
+    pub relays: Arc<Vec<RelaySender>>,
 }
 
 /// Per-worker state, reachable from every connection task of that worker.
@@ -37,6 +43,7 @@ pub struct WorkerCtx {
     pub drain: Drain,
     pub active: Cell<usize>,
     pub challenges: Arc<Challenges>,
+    pub tunnels: Rc<WorkerTunnels>,
 }
 
 /// Which io driver a worker runs.
@@ -113,6 +120,10 @@ pub struct WorkerSpec {
     pub http: std::net::TcpListener,
     /// The HTTPS listener and this worker's rustls configuration.
     pub https: Option<(std::net::TcpListener, Arc<rustls::ServerConfig>)>,
+    /// The agent tunnel listener and its rustls configuration.
+    pub tunnel: Option<(std::net::TcpListener, Arc<rustls::ServerConfig>)>,
+    /// Relay requests from other workers for sessions held here.
+    pub relay_rx: Option<RelayReceiver>,
     pub shared: Arc<Shared>,
     pub grace: Duration,
 }
@@ -177,10 +188,17 @@ async fn worker_main(spec: WorkerSpec) {
         id,
         http,
         https,
+        tunnel,
+        relay_rx,
         shared,
         grace,
         ..
     } = spec;
+    let tunnels = Rc::new(WorkerTunnels::new(
+        id,
+        shared.registry.clone(),
+        shared.relays.clone(),
+    ));
     let ctx = Rc::new(WorkerCtx {
         id,
         snapshots: SnapshotCache::new(shared.store.clone()),
@@ -188,7 +206,11 @@ async fn worker_main(spec: WorkerSpec) {
         drain: Drain::new(),
         active: Cell::new(0),
         challenges: shared.challenges.clone(),
+        tunnels: tunnels.clone(),
     });
+    if let Some(rx) = relay_rx {
+        monoio::spawn(tunnels.relay_loop(rx, Duration::from_secs(10)));
+    }
     let listener = match TcpListener::from_std(http) {
         Ok(l) => l,
         Err(e) => {
@@ -211,8 +233,25 @@ async fn worker_main(spec: WorkerSpec) {
         },
         None => None,
     };
+    let tunnel_loop = match tunnel {
+        Some((std_listener, tls)) => match TcpListener::from_std(std_listener) {
+            Ok(l) => Some(monoio::spawn(accept_loop(
+                l,
+                ctx.clone(),
+                Listener::Tunnel(monoio_rustls::TlsAcceptor::from(tls)),
+            ))),
+            Err(e) => {
+                warn!(worker = id, error = %e, "cannot register the tunnel listener");
+                None
+            }
+        },
+        None => None,
+    };
     accept_loop(listener, ctx.clone(), Listener::Http).await;
     if let Some(h) = https_loop {
+        h.await;
+    }
+    if let Some(h) = tunnel_loop {
         h.await;
     }
 
@@ -256,6 +295,8 @@ impl Drop for ActiveGuard {
 enum Listener {
     Http,
     Https(monoio_rustls::TlsAcceptor),
+    /// Agents (ngrok's agent protocol over TLS).
+    Tunnel(monoio_rustls::TlsAcceptor),
 }
 
 /// Seed limit: ClientHello to handshake completion.
@@ -283,6 +324,13 @@ async fn connection(
                 Err(_) => debug!(%peer, "TLS handshake timed out"),
             }
         }
+        Listener::Tunnel(acceptor) => {
+            match monoio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => crate::tunnel::edge_session::serve(tls, peer, ctx).await,
+                Ok(Err(e)) => debug!(%peer, error = %e, "agent TLS handshake failed"),
+                Err(_) => debug!(%peer, "agent TLS handshake timed out"),
+            }
+        }
     }
 }
 
@@ -296,7 +344,7 @@ where
     let drain = ctx.drain.clone();
     let handler_ctx = ctx.clone();
     let result = crate::h2::server::serve(io, &limits, drain, move |req, respond| {
-        crate::proxy::h2_stream::handle(req, respond, handler_ctx.clone(), peer_ip.clone())
+        crate::proxy::h2_stream::handle(req, respond, handler_ctx.clone(), peer_ip.clone(), peer)
     })
     .await;
     match result {

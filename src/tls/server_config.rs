@@ -46,3 +46,15 @@ pub fn worker_config(
     cfg.ignore_client_order = false;
     Ok(Arc::new(cfg))
 }
+
+/// The agent tunnel listener's configuration: the same certificates, no
+/// ALPN (the ngrok SDKs offer none).
+pub fn tunnel_config(
+    store: Arc<SnapshotStore>,
+    ticketer: Arc<dyn ProducesTickets>,
+) -> Result<Arc<ServerConfig>, rustls::Error> {
+    let base = worker_config(store, ticketer, false)?;
+    let mut cfg = (*base).clone();
+    cfg.alpn_protocols.clear();
+    Ok(Arc::new(cfg))
+}

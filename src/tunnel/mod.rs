@@ -3,3 +3,9 @@
 //! the agent (client role) run over TLS.
 
 pub mod muxado;
+pub mod messages;
+pub mod registry;
+pub mod edge_session;
+pub mod limit;
+pub mod proxy_stream;
+pub mod worker_tunnels;

@@ -132,6 +132,11 @@ impl EdgeBuilder {
                 None => cmd.env_remove(k),
             };
         }
+        // Never the shared default tunnel port: parallel tests would share
+        // it through SO_REUSEPORT.
+        if !self.args.iter().any(|a| a == "--listen-tunnel") {
+            cmd.arg("--listen-tunnel").arg("127.0.0.1:0");
+        }
         let child = cmd.spawn().expect("spawn ringress edge");
         let pid = child.id() as libc::pid_t;
         Edge {
@@ -194,6 +199,15 @@ impl Edge {
             }
             thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// The address a listener is on, from the ready line (`https`, `tunnel`).
+    pub fn listener_addr(&self, name: &str) -> SocketAddr {
+        let text = self.stderr_text();
+        text.lines()
+            .filter(|l| l.contains(READY_MARKER))
+            .find_map(|l| parse_named_field(l, name))
+            .unwrap_or_else(|| panic!("no {name}= on the ready line; stderr:\n{text}"))
     }
 
     /// The address the HTTP listener is on (from the ready line's `http=`).
@@ -332,6 +346,17 @@ impl Drop for Edge {
             );
         }
     }
+}
+
+/// Extracts `ADDR` from a log line containing `<name>=ADDR`.
+pub fn parse_named_field(line: &str, name: &str) -> Option<SocketAddr> {
+    let key = format!(" {name}=");
+    let start = line.find(&key)? + key.len();
+    let rest = &line[start..];
+    let end = rest
+        .find(|c: char| c.is_whitespace() || c == '"' || c == '\'' || c == ',' || c == '}')
+        .unwrap_or(rest.len());
+    rest[..end].parse().ok()
 }
 
 /// Extracts `ADDR` from a log line containing `http=ADDR` (quoted or not).

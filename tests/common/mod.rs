@@ -7,6 +7,7 @@
 //! Everything binds or connects to 127.0.0.1 only, and every wait is bounded.
 #![allow(dead_code)]
 
+pub mod agent;
 pub mod client;
 pub mod edge;
 pub mod pebble;

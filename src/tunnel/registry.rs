@@ -1,0 +1,902 @@
+//! The registry of agent sessions and their bound endpoints: the
+//! authoritative state behind the tunnel table.
+//!
+//! Auth, Bind, Unbind and session ends are control operations: they take a
+//! short lock here (a few hash map operations, no I/O) and publish a new
+//! immutable [`TunnelTable`]. The request path never takes the lock: it
+//! reads the table through a per-worker cache checked by generation, like
+//! the config snapshot.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use tracing::{debug, info};
+
+use super::messages::{
+    self, ngrok_error, Auth, AuthResp, AuthRespExtra, Bind, BindResp, BindRespExtra, ErrorResp,
+    HttpOpts,
+};
+use crate::policy::CompiledPolicy;
+use crate::route::{
+    normalize_host, Binding, Endpoint, Member, RouteTable, Scheme, TunnelTarget,
+};
+
+pub type SessionId = u64;
+
+/// What the registry needs to know about the edge.
+#[derive(Debug, Clone)]
+pub struct RegistryConfig {
+    /// Any auth token is accepted (and none is required) under `--dev`.
+    pub dev: bool,
+    pub auth_tokens: Vec<String>,
+    /// Random hostnames are `<12 hex>.<base_domain>`; without one, an agent
+    /// must name its host.
+    pub base_domain: Option<String>,
+    /// How long a dropped session's URLs stay reserved for its reconnect.
+    pub reserve_grace: Duration,
+    pub workers: usize,
+    /// Public listener ports, for the URLs handed to agents.
+    pub http_port: u16,
+    pub https_port: Option<u16>,
+}
+
+/// The published view: agent endpoints by scheme, like the config routes.
+#[derive(Debug, Default)]
+pub struct TunnelTable {
+    pub generation: u64,
+    pub http: RouteTable,
+    pub https: RouteTable,
+}
+
+impl TunnelTable {
+    pub fn routes(&self, scheme: Scheme) -> &RouteTable {
+        match scheme {
+            Scheme::Http => &self.http,
+            Scheme::Https => &self.https,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct SessionRec {
+    worker: usize,
+    client_id: String,
+    /// Sessions of one agent share a group: their binds of one URL count as
+    /// one binder.
+    group: String,
+    authed: bool,
+}
+
+#[derive(Debug, Clone)]
+struct TunnelRec {
+    session: SessionId,
+    group: String,
+    scheme: Scheme,
+    host: String,
+    url: String,
+    pooling: bool,
+    token: String,
+    policy: Option<Arc<CompiledPolicy>>,
+}
+
+#[derive(Debug, Default)]
+struct HostRec {
+    tunnels: Vec<String>,
+    /// Kept for a reconnecting agent: its bind token and the deadline.
+    reserved: Option<(String, Instant)>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    sessions: HashMap<SessionId, SessionRec>,
+    tunnels: HashMap<String, TunnelRec>,
+    hosts: HashMap<(Scheme, String), HostRec>,
+    /// Cookies handed out, by client id (echoed on reconnect).
+    cookies: HashMap<String, String>,
+}
+
+pub struct Registry {
+    cfg: RegistryConfig,
+    state: Mutex<State>,
+    table: ArcSwap<TunnelTable>,
+    generation: AtomicU64,
+    next_session: AtomicU64,
+}
+
+/// Random lowercase hex from the TLS provider's CSPRNG.
+pub fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    let rng = rustls::crypto::aws_lc_rs::default_provider().secure_random;
+    if rng.fill(&mut buf).is_err() {
+        // Never expected; fall back on the clock so ids stay unique.
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        for (i, b) in buf.iter_mut().enumerate() {
+            *b = (t >> ((i % 16) * 8)) as u8;
+        }
+    }
+    let mut s = String::with_capacity(bytes * 2);
+    for b in buf {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
+}
+
+fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Why a bind was refused, in ngrok's error form.
+fn bind_error(message: &str, code: u32) -> BindResp {
+    BindResp {
+        error: ngrok_error(message, code),
+        ..BindResp::default()
+    }
+}
+
+impl Registry {
+    pub fn new(cfg: RegistryConfig) -> Registry {
+        Registry {
+            cfg,
+            state: Mutex::new(State::default()),
+            table: ArcSwap::from_pointee(TunnelTable::default()),
+            generation: AtomicU64::new(0),
+            next_session: AtomicU64::new(1),
+        }
+    }
+
+    pub fn config(&self) -> &RegistryConfig {
+        &self.cfg
+    }
+
+    /// The current table (lock-free).
+    pub fn table(&self) -> Arc<TunnelTable> {
+        self.table.load_full()
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    pub fn new_session(&self, worker: usize) -> SessionId {
+        let id = self.next_session.fetch_add(1, Ordering::Relaxed);
+        self.lock().sessions.insert(
+            id,
+            SessionRec {
+                worker,
+                client_id: String::new(),
+                group: format!("s{id}"),
+                authed: false,
+            },
+        );
+        id
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves plain maps behind: still
+        // consistent enough to keep serving.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn is_authed(&self, session: SessionId) -> bool {
+        self.lock()
+            .sessions
+            .get(&session)
+            .is_some_and(|s| s.authed)
+    }
+
+    /// Checks the token and answers Auth. `Err` carries the error text the
+    /// agent shows (the session is then closed).
+    pub fn auth(&self, session: SessionId, auth: &Auth) -> Result<AuthResp, String> {
+        let token = auth.extra.auth_token.as_bytes();
+        let ok = if self.cfg.auth_tokens.is_empty() {
+            self.cfg.dev
+        } else {
+            self.cfg
+                .auth_tokens
+                .iter()
+                .any(|t| ct_eq(t.as_bytes(), token))
+        };
+        if !ok {
+            let msg = if token.is_empty() {
+                "An authtoken is required to start a session on this edge."
+            } else {
+                "The authtoken you specified is invalid."
+            };
+            return Err(ngrok_error(msg, 107));
+        }
+        let mut st = self.lock();
+        let client_id = if auth.client_id.is_empty() {
+            random_hex(16)
+        } else {
+            auth.client_id.clone()
+        };
+        let cookie = st
+            .cookies
+            .entry(client_id.clone())
+            .or_insert_with(|| {
+                if auth.extra.cookie.is_empty() {
+                    random_hex(16)
+                } else {
+                    auth.extra.cookie.clone()
+                }
+            })
+            .clone();
+        let worker = match st.sessions.get_mut(&session) {
+            Some(rec) => {
+                rec.authed = true;
+                rec.client_id = client_id.clone();
+                if !auth.extra.ringress_group.is_empty() {
+                    rec.group = format!("g:{}", auth.extra.ringress_group);
+                }
+                rec.worker
+            }
+            None => return Err(ngrok_error("The session is closed.", 4018)),
+        };
+        info!(
+            session,
+            worker,
+            client = %auth.extra.client_type,
+            agent = %auth.extra.user_agent,
+            "agent session authenticated"
+        );
+        Ok(AuthResp {
+            version: "3".into(),
+            client_id: client_id.clone(),
+            error: String::new(),
+            extra: AuthRespExtra {
+                version: env!("CARGO_PKG_VERSION").into(),
+                region: "local".into(),
+                cookie,
+                agent_session_id: client_id,
+                ringress_workers: self.cfg.workers,
+                ringress_worker: worker,
+                ..AuthRespExtra::default()
+            },
+        })
+    }
+
+    /// Answers Bind: picks the host, checks conflicts, records the tunnel
+    /// and publishes the table. Failures come back in `Error`.
+    pub fn bind(&self, session: SessionId, bind: &Bind) -> BindResp {
+        let opts: HttpOpts = match messages::decode(bind.opts.clone()) {
+            Ok(o) => o,
+            Err(e) => return bind_error(&format!("Invalid endpoint options: {e}"), 9034),
+        };
+        let mut scheme = match bind.proto.as_str() {
+            "" | "https" => Scheme::Https,
+            "http" => Scheme::Http,
+            other => {
+                return bind_error(
+                    &format!("This edge serves http and https endpoints; {other:?} is not supported."),
+                    9036,
+                )
+            }
+        };
+        let mut requested = String::new();
+        let mut port = None;
+        if !opts.url.is_empty() {
+            match parse_bind_url(&opts.url) {
+                Ok((s, h, p)) => {
+                    if let Some(s) = s {
+                        scheme = s;
+                    }
+                    requested = h;
+                    port = p;
+                }
+                Err(msg) => return bind_error(&msg, 9034),
+            }
+        } else if !opts.domain.is_empty() {
+            requested = opts.domain.clone();
+        } else if !opts.hostname.is_empty() {
+            requested = opts.hostname.clone();
+        } else if !opts.subdomain.is_empty() {
+            match &self.cfg.base_domain {
+                Some(base) => requested = format!("{}.{base}", opts.subdomain),
+                None => return bind_error("This edge has no base domain for subdomains.", 313),
+            }
+        }
+        let public_port = match scheme {
+            Scheme::Http => Some(self.cfg.http_port),
+            Scheme::Https => self.cfg.https_port,
+        };
+        let Some(public_port) = public_port else {
+            return bind_error("This edge has no HTTPS listener.", 9036);
+        };
+        if let Some(p) = port {
+            let default = match scheme {
+                Scheme::Http => 80,
+                Scheme::Https => 443,
+            };
+            if p != public_port && p != default {
+                return bind_error(
+                    &format!("The port of an {} endpoint must be {public_port}.", scheme.as_str()),
+                    9035,
+                );
+            }
+        }
+        let policy = match compile_bind_policy(&bind.opts, &opts) {
+            Ok(p) => p.map(Arc::new),
+            Err(msg) => return bind_error(&msg, 9026),
+        };
+
+        let mut st = self.lock();
+        let Some(sess) = st.sessions.get(&session) else {
+            return bind_error("The session is closed.", 4018);
+        };
+        if !sess.authed {
+            return bind_error("The session is not authenticated.", 4018);
+        }
+        let group = sess.group.clone();
+        let host = if requested.is_empty() {
+            match &self.cfg.base_domain {
+                Some(base) => loop {
+                    let h = format!("{}.{base}", random_hex(6));
+                    if !st.hosts.contains_key(&(scheme, h.clone())) {
+                        break h;
+                    }
+                },
+                None => {
+                    return bind_error(
+                        "This edge has no base domain for random hostnames: pass a URL or domain.",
+                        9028,
+                    )
+                }
+            }
+        } else {
+            let mut h = String::new();
+            if !normalize_host(requested.as_bytes(), &mut h) || !valid_hostname(&h) {
+                return bind_error(&format!("Invalid hostname {requested:?}."), 326);
+            }
+            h
+        };
+        let url = format_url(scheme, &host, public_port);
+
+        // A reconnecting agent re-sends its old id and token.
+        let id = if bind.id.is_empty() {
+            format!("tn_{}", random_hex(12))
+        } else {
+            bind.id.clone()
+        };
+        if let Some(old) = st.tunnels.get(&id) {
+            let live = st.sessions.contains_key(&old.session) && old.session != session;
+            if live && !ct_eq(old.token.as_bytes(), bind.extra.token.as_bytes()) {
+                return bind_error("This tunnel id belongs to another session.", 6025);
+            }
+            remove_tunnel(&mut st, &id);
+        }
+        let key = (scheme, host.clone());
+        let now = Instant::now();
+        let pooling = bind.extra.pooling_enabled;
+        {
+            let rec = st.hosts.entry(key.clone()).or_default();
+            if let Some((token, until)) = &rec.reserved {
+                if *until <= now || ct_eq(token.as_bytes(), bind.extra.token.as_bytes()) {
+                    rec.reserved = None;
+                }
+            }
+        }
+        let (others, reserved) = {
+            let rec = &st.hosts[&key];
+            let others: Vec<&TunnelRec> = rec
+                .tunnels
+                .iter()
+                .filter_map(|t| st.tunnels.get(t))
+                .filter(|t| t.group != group)
+                .collect();
+            let all_pool = pooling && others.iter().all(|t| t.pooling);
+            (
+                if others.is_empty() || all_pool {
+                    None
+                } else {
+                    Some(others.iter().any(|t| t.pooling) || pooling)
+                },
+                rec.reserved.is_some() && others.is_empty(),
+            )
+        };
+        if let Some(mixed) = others {
+            let msg = if mixed {
+                format!("The endpoint '{url}' is already online, and not every agent bound it with pooling enabled.")
+            } else {
+                format!("The endpoint '{url}' is already online. Either stop the other agent or start both with --pooling-enabled.")
+            };
+            return bind_error(&msg, 334);
+        }
+        if reserved {
+            return bind_error(
+                &format!("The endpoint '{url}' is reserved for a reconnecting agent for a moment; try again shortly."),
+                334,
+            );
+        }
+        let token = if bind.extra.token.is_empty() {
+            random_hex(16)
+        } else {
+            bind.extra.token.clone()
+        };
+        st.tunnels.insert(
+            id.clone(),
+            TunnelRec {
+                session,
+                group,
+                scheme,
+                host: host.clone(),
+                url: url.clone(),
+                pooling,
+                token: token.clone(),
+                policy,
+            },
+        );
+        if let Some(rec) = st.hosts.get_mut(&key) {
+            rec.tunnels.push(id.clone());
+        }
+        self.publish(&st);
+        drop(st);
+        info!(session, tunnel = %id, %url, "endpoint online");
+        let mut opts_echo = bind.opts.clone();
+        if let Some(o) = opts_echo.as_object_mut() {
+            // The Rust SDK decodes these as required strings/ints.
+            for (k, default) in [
+                ("Hostname", serde_json::Value::String(String::new())),
+                ("Auth", serde_json::Value::String(String::new())),
+                ("Subdomain", serde_json::Value::String(String::new())),
+                ("HostHeaderRewrite", serde_json::Value::Bool(false)),
+                ("ProxyProto", serde_json::Value::from(0)),
+            ] {
+                let present = o.keys().any(|x| x.eq_ignore_ascii_case(k));
+                if !present {
+                    o.insert(k.to_owned(), default);
+                }
+            }
+        }
+        BindResp {
+            id: id.clone(),
+            url,
+            proto: scheme.as_str().to_owned(),
+            opts: opts_echo,
+            extra: BindRespExtra {
+                token,
+                tunnel_id: id,
+            },
+            error: String::new(),
+        }
+    }
+
+    /// Answers Unbind; unknown ids are fine (the SDKs unbind twice).
+    pub fn unbind(&self, session: SessionId, id: &str) -> ErrorResp {
+        let mut st = self.lock();
+        if st.tunnels.get(id).is_some_and(|t| t.session == session) {
+            let url = st.tunnels.get(id).map(|t| t.url.clone()).unwrap_or_default();
+            remove_tunnel(&mut st, id);
+            self.publish(&st);
+            info!(session, tunnel = id, %url, "endpoint offline (unbind)");
+        }
+        ErrorResp::default()
+    }
+
+    /// A session ended: its endpoints go offline at once, and their hosts
+    /// stay reserved for the grace period so the agent can reconnect.
+    pub fn session_gone(&self, session: SessionId) {
+        let mut st = self.lock();
+        st.sessions.remove(&session);
+        let ids: Vec<String> = st
+            .tunnels
+            .iter()
+            .filter(|(_, t)| t.session == session)
+            .map(|(id, _)| id.clone())
+            .collect();
+        let until = Instant::now() + self.cfg.reserve_grace;
+        for id in &ids {
+            if let Some(t) = st.tunnels.remove(id) {
+                let key = (t.scheme, t.host.clone());
+                if let Some(rec) = st.hosts.get_mut(&key) {
+                    rec.tunnels.retain(|x| x != id);
+                    if rec.tunnels.is_empty() && !self.cfg.reserve_grace.is_zero() {
+                        rec.reserved = Some((t.token.clone(), until));
+                    }
+                }
+                // Keep the tunnel id known, so a reconnect presenting it
+                // with its token is recognised.
+                st.tunnels.insert(
+                    id.clone(),
+                    TunnelRec {
+                        session: 0,
+                        ..t
+                    },
+                );
+            }
+        }
+        // Ended sessions leave their tunnel records only as reservations:
+        // drop those whose grace has passed.
+        let now = Instant::now();
+        st.hosts.retain(|_, rec| {
+            if let Some((_, until)) = &rec.reserved {
+                if *until <= now {
+                    rec.reserved = None;
+                }
+            }
+            !rec.tunnels.is_empty() || rec.reserved.is_some()
+        });
+        let live: std::collections::HashSet<(Scheme, String)> =
+            st.hosts.keys().cloned().collect();
+        st.tunnels
+            .retain(|_, t| t.session != 0 || live.contains(&(t.scheme, t.host.clone())));
+        self.publish(&st);
+        debug!(session, endpoints = ids.len(), "agent session gone");
+    }
+
+    /// Rebuilds and publishes the table from the state (under the lock).
+    fn publish(&self, st: &State) {
+        let generation = self.generation.load(Ordering::Relaxed) + 1;
+        let mut table = TunnelTable {
+            generation,
+            ..TunnelTable::default()
+        };
+        for ((scheme, host), rec) in &st.hosts {
+            let mut members: Vec<(String, Member)> = Vec::new();
+            let mut policy = None;
+            let mut url = String::new();
+            for id in &rec.tunnels {
+                let Some(t) = st.tunnels.get(id) else { continue };
+                let Some(s) = st.sessions.get(&t.session) else {
+                    continue;
+                };
+                if policy.is_none() {
+                    policy = t.policy.clone();
+                }
+                url.clone_from(&t.url);
+                let binding = Binding {
+                    worker: s.worker,
+                    session: t.session,
+                    tunnel_id: Arc::from(id.as_str()),
+                    proto: scheme.as_str(),
+                };
+                match members.iter_mut().find(|(g, _)| *g == t.group) {
+                    Some((_, m)) => m.sessions.push(binding),
+                    None => members.push((
+                        t.group.clone(),
+                        Member {
+                            sessions: vec![binding],
+                        },
+                    )),
+                }
+            }
+            if members.is_empty() {
+                continue;
+            }
+            let endpoint = Arc::new(Endpoint {
+                url,
+                scheme: *scheme,
+                host: host.clone(),
+                upstream: None,
+                policy: policy.map(|p| (*p).clone()),
+                tunnel: Some(TunnelTarget {
+                    members: members.into_iter().map(|(_, m)| m).collect(),
+                }),
+            });
+            let routes = match scheme {
+                Scheme::Http => &mut table.http,
+                Scheme::Https => &mut table.https,
+            };
+            routes.insert(endpoint);
+        }
+        self.table.store(Arc::new(table));
+        self.generation.store(generation, Ordering::Release);
+    }
+
+    /// Hosts currently bound over https (for certificates).
+    pub fn https_hosts(&self) -> Vec<String> {
+        let st = self.lock();
+        let mut v: Vec<String> = st
+            .hosts
+            .keys()
+            .filter(|(s, _)| *s == Scheme::Https)
+            .map(|(_, h)| h.clone())
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+fn remove_tunnel(st: &mut State, id: &str) {
+    if let Some(t) = st.tunnels.remove(id) {
+        let key = (t.scheme, t.host);
+        let empty = match st.hosts.get_mut(&key) {
+            Some(rec) => {
+                rec.tunnels.retain(|x| x != id);
+                rec.tunnels.is_empty() && rec.reserved.is_none()
+            }
+            None => false,
+        };
+        if empty {
+            st.hosts.remove(&key);
+        }
+    }
+}
+
+fn format_url(scheme: Scheme, host: &str, port: u16) -> String {
+    let default = match scheme {
+        Scheme::Http => 80,
+        Scheme::Https => 443,
+    };
+    if port == default {
+        format!("{}://{host}", scheme.as_str())
+    } else {
+        format!("{}://{host}:{port}", scheme.as_str())
+    }
+}
+
+/// `https://host[:port]`, `http://host`, or a bare host.
+fn parse_bind_url(url: &str) -> Result<(Option<Scheme>, String, Option<u16>), String> {
+    let (scheme, rest) = match url.split_once("://") {
+        Some(("https", r)) => (Some(Scheme::Https), r),
+        Some(("http", r)) => (Some(Scheme::Http), r),
+        Some((s, _)) => {
+            return Err(format!(
+                "This edge serves http and https endpoints; {s:?} is not supported."
+            ))
+        }
+        None => (None, url),
+    };
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    if rest.contains(['/', '?', '#', '@']) {
+        return Err(format!("The URL {url:?} may only have a scheme, a host and a port."));
+    }
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(']') || rest.starts_with('[') => match p.parse::<u16>() {
+            Ok(p) => (h.to_owned(), Some(p)),
+            Err(_) => return Err(format!("Invalid port in {url:?}.")),
+        },
+        _ => (rest.to_owned(), None),
+    };
+    Ok((scheme, host, port))
+}
+
+/// Letters, digits, hyphens and dots, labels of 1..=63, an optional
+/// leading `*.` (wildcard endpoint).
+fn valid_hostname(h: &str) -> bool {
+    let body = h.strip_prefix("*.").unwrap_or(h);
+    !body.is_empty()
+        && body.len() <= 253
+        && body.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
+/// The policy an agent attaches on Bind: `TrafficPolicy` (JSON or YAML
+/// text). Legacy per-option middleware the engine cannot enforce yet is
+/// refused rather than silently ignored.
+fn compile_bind_policy(
+    raw: &serde_json::Value,
+    opts: &HttpOpts,
+) -> Result<Option<CompiledPolicy>, String> {
+    const LEGACY: &[&str] = &[
+        "BasicAuth",
+        "OAuth",
+        "OIDC",
+        "IPRestriction",
+        "WebhookVerification",
+        "MutualTLSCA",
+        "RequestHeaders",
+        "ResponseHeaders",
+        "UserAgentFilter",
+        "CircuitBreaker",
+        "Compression",
+        "WebsocketTCPConverter",
+    ];
+    if let Some(o) = raw.as_object() {
+        for (k, v) in o {
+            if let Some(name) = LEGACY.iter().find(|l| l.eq_ignore_ascii_case(k)) {
+                if !v.is_null() {
+                    return Err(format!(
+                        "The {name} endpoint option is not supported by this edge yet; express it as a traffic policy."
+                    ));
+                }
+            }
+        }
+    }
+    if opts.traffic_policy.trim().is_empty() {
+        return Ok(None);
+    }
+    let doc: crate::policy::TrafficPolicy = serde_json::from_str(&opts.traffic_policy)
+        .map_err(|e| format!("Invalid traffic policy: {e}"))?;
+    CompiledPolicy::compile(&doc)
+        .map(Some)
+        .map_err(|e| format!("Invalid traffic policy: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tunnel::messages::BindExtra;
+
+    fn reg() -> Registry {
+        Registry::new(RegistryConfig {
+            dev: true,
+            auth_tokens: vec![],
+            base_domain: Some("ringress.localhost".into()),
+            reserve_grace: Duration::from_secs(30),
+            workers: 2,
+            http_port: 8080,
+            https_port: Some(8443),
+        })
+    }
+
+    fn authed(r: &Registry, worker: usize) -> SessionId {
+        let s = r.new_session(worker);
+        r.auth(s, &Auth::default()).expect("dev accepts any token");
+        s
+    }
+
+    fn bind_domain(domain: &str, pooling: bool) -> Bind {
+        Bind {
+            proto: "https".into(),
+            opts: serde_json::json!({"Domain": domain, "Hostname": "", "ProxyProto": 0}),
+            extra: BindExtra {
+                pooling_enabled: pooling,
+                ..BindExtra::default()
+            },
+            ..Bind::default()
+        }
+    }
+
+    #[test]
+    fn production_requires_a_known_token() {
+        let r = Registry::new(RegistryConfig {
+            dev: false,
+            auth_tokens: vec!["secret".into()],
+            ..reg().cfg
+        });
+        let s = r.new_session(0);
+        let mut a = Auth::default();
+        a.extra.auth_token = "nope".into();
+        let e = r.auth(s, &a).expect_err("bad token");
+        assert!(e.ends_with("\n\nERR_NGROK_107"), "{e}");
+        a.extra.auth_token = "secret".into();
+        assert_eq!(r.auth(s, &a).expect("good token").version, "3");
+    }
+
+    #[test]
+    fn random_and_named_hosts() {
+        let r = reg();
+        let s = authed(&r, 0);
+        let resp = r.bind(s, &bind_domain("", false));
+        assert!(resp.error.is_empty(), "{}", resp.error);
+        assert!(resp.url.starts_with("https://"), "{}", resp.url);
+        assert!(resp.url.ends_with(".ringress.localhost:8443"), "{}", resp.url);
+        assert!(!resp.extra.token.is_empty());
+        assert_eq!(resp.opts["Auth"], "");
+        let named = r.bind(s, &bind_domain("App.Example.test", false));
+        assert_eq!(named.url, "https://app.example.test:8443");
+        assert!(r.table().https.lookup("app.example.test").is_some());
+    }
+
+    #[test]
+    fn url_beats_domain_beats_hostname() {
+        let r = reg();
+        let s = authed(&r, 0);
+        let mut b = bind_domain("d.test", false);
+        b.opts = serde_json::json!({"URL": "http://u.test", "Domain": "d.test", "Hostname": "h.test"});
+        let resp = r.bind(s, &b);
+        assert_eq!(resp.url, "http://u.test:8080");
+        assert_eq!(resp.proto, "http");
+        b.opts = serde_json::json!({"Hostname": "h.test"});
+        assert_eq!(r.bind(s, &b).url, "https://h.test:8443");
+    }
+
+    #[test]
+    fn conflicts_and_pooling() {
+        let r = reg();
+        let a = authed(&r, 0);
+        let b = authed(&r, 1);
+        assert!(r.bind(a, &bind_domain("x.test", false)).error.is_empty());
+        let e = r.bind(b, &bind_domain("x.test", false)).error;
+        assert!(e.ends_with("ERR_NGROK_334"), "{e}");
+        let e = r.bind(b, &bind_domain("x.test", true)).error;
+        assert!(e.ends_with("ERR_NGROK_334"), "{e}");
+        assert!(r.bind(a, &bind_domain("p.test", true)).error.is_empty());
+        assert!(r.bind(b, &bind_domain("p.test", true)).error.is_empty());
+        let t = r.table();
+        let ep = t.https.lookup("p.test").expect("online");
+        assert_eq!(ep.tunnel.as_ref().map(|t| t.members.len()), Some(2));
+    }
+
+    #[test]
+    fn one_group_is_one_binder() {
+        let r = reg();
+        let mut a = Auth::default();
+        a.extra.ringress_group = "agent-1".into();
+        let s0 = r.new_session(0);
+        let s1 = r.new_session(1);
+        r.auth(s0, &a).unwrap();
+        r.auth(s1, &a).unwrap();
+        assert!(r.bind(s0, &bind_domain("g.test", false)).error.is_empty());
+        assert!(r.bind(s1, &bind_domain("g.test", false)).error.is_empty());
+        let t = r.table();
+        let target = t.https.lookup("g.test").and_then(|e| e.tunnel.as_ref()).unwrap();
+        assert_eq!(target.members.len(), 1);
+        assert_eq!(target.members[0].sessions.len(), 2);
+    }
+
+    #[test]
+    fn reconnect_keeps_id_and_reservation() {
+        let r = reg();
+        let s = authed(&r, 0);
+        let first = r.bind(s, &bind_domain("r.test", false));
+        r.session_gone(s);
+        assert!(r.table().https.lookup("r.test").is_none());
+        // Someone else cannot take the reserved host.
+        let other = authed(&r, 1);
+        let e = r.bind(other, &bind_domain("r.test", false)).error;
+        assert!(e.ends_with("ERR_NGROK_334"), "{e}");
+        // The agent comes back with its id and token.
+        let s2 = authed(&r, 1);
+        let mut again = bind_domain("r.test", false);
+        again.id = first.id.clone();
+        again.extra.token = first.extra.token.clone();
+        let resp = r.bind(s2, &again);
+        assert!(resp.error.is_empty(), "{}", resp.error);
+        assert_eq!(resp.id, first.id);
+        assert!(r.table().https.lookup("r.test").is_some());
+    }
+
+    #[test]
+    fn unbind_is_idempotent() {
+        let r = reg();
+        let s = authed(&r, 0);
+        let b = r.bind(s, &bind_domain("u.test", false));
+        assert!(r.unbind(s, &b.id).error.is_empty());
+        assert!(r.unbind(s, &b.id).error.is_empty());
+        assert!(r.table().https.lookup("u.test").is_none());
+        // Unbound (not dropped): no reservation.
+        let other = authed(&r, 0);
+        assert!(r.bind(other, &bind_domain("u.test", false)).error.is_empty());
+    }
+
+    #[test]
+    fn bad_binds() {
+        let r = reg();
+        let s = r.new_session(0);
+        assert!(r.bind(s, &bind_domain("a.test", false)).error.ends_with("ERR_NGROK_4018"));
+        r.auth(s, &Auth::default()).unwrap();
+        let mut b = bind_domain("bad_host!.test", false);
+        assert!(r.bind(s, &b).error.ends_with("ERR_NGROK_326"));
+        b.proto = "tcp".into();
+        assert!(r.bind(s, &b).error.ends_with("ERR_NGROK_9036"));
+        let mut b = bind_domain("ok.test", false);
+        b.opts["BasicAuth"] = serde_json::json!({"credentials": []});
+        assert!(r.bind(s, &b).error.ends_with("ERR_NGROK_9026"));
+        let mut b = bind_domain("ok.test", false);
+        b.opts["TrafficPolicy"] = serde_json::json!("{not json");
+        assert!(r.bind(s, &b).error.ends_with("ERR_NGROK_9026"));
+        let mut b = bind_domain("", false);
+        b.opts = serde_json::json!({"URL": "https://p.test:9999"});
+        assert!(r.bind(s, &b).error.ends_with("ERR_NGROK_9035"));
+    }
+
+    #[test]
+    fn hostnames() {
+        assert!(valid_hostname("a.b-c.test"));
+        assert!(valid_hostname("*.example.com"));
+        assert!(!valid_hostname("a..b"));
+        assert!(!valid_hostname("-a.b"));
+        assert!(!valid_hostname("a_b.c"));
+        assert_eq!(
+            parse_bind_url("https://x.test:443").unwrap(),
+            (Some(Scheme::Https), "x.test".into(), Some(443))
+        );
+        assert!(parse_bind_url("tcp://x:1").is_err());
+        assert!(parse_bind_url("https://x/path").is_err());
+    }
+}

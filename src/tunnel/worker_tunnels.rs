@@ -1,0 +1,264 @@
+//! A worker's side of the tunnel table: the agent sessions this worker
+//! holds, its cached view of the published table, and the cross-core relay.
+//!
+//! A request for an agent endpoint uses a session on its own worker when
+//! the agent has one here (our agent opens one per worker); otherwise it is
+//! relayed to the worker that holds the session: this worker creates a
+//! socket pair, keeps one end as the request's upstream connection, and
+//! sends the other end over a bounded channel to the owning worker, which
+//! opens the proxy stream and pipes the socket to it.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, Splitable};
+use tokio::sync::mpsc;
+use tracing::debug;
+
+use super::limit::StreamLimit;
+use super::messages::{encode_proxy_preamble, ProxyHeader};
+use super::muxado;
+use super::proxy_stream::TunnelStream;
+use super::registry::{Registry, SessionId, TunnelTable};
+use crate::proxy::error_page::EdgeError;
+use crate::proxy::upstream::ClientInfo;
+use crate::proxy::upstream_stream::UpStream;
+use crate::route::{Binding, TunnelTarget};
+
+/// Open proxy streams per session: under the Rust SDK's hard 512, with
+/// room for its RPC and heartbeat streams.
+pub const MAX_STREAMS_PER_SESSION: usize = 400;
+/// Requests that may wait for a session's stream slot.
+pub const MAX_WAITING_PER_SESSION: usize = 4096;
+/// Relay requests queued towards one worker.
+pub const RELAY_QUEUE: usize = 1024;
+
+/// Asks the worker holding `session` to open a proxy stream and pipe it to
+/// `socket`.
+pub struct RelayOpen {
+    pub session: SessionId,
+    pub preamble: Vec<u8>,
+    pub socket: std::os::unix::net::UnixStream,
+}
+
+pub type RelaySender = mpsc::Sender<RelayOpen>;
+pub type RelayReceiver = mpsc::Receiver<RelayOpen>;
+
+/// One relay channel per worker.
+pub fn relay_channels(workers: usize) -> (Arc<Vec<RelaySender>>, Vec<RelayReceiver>) {
+    let (tx, rx): (Vec<_>, Vec<_>) = (0..workers).map(|_| mpsc::channel(RELAY_QUEUE)).unzip();
+    (Arc::new(tx), rx)
+}
+
+/// An agent session held by this worker.
+pub struct LocalSession {
+    pub mux: muxado::Session,
+    pub limit: Rc<StreamLimit>,
+}
+
+#[allow(clippy::redundant_allocation)]
+pub struct WorkerTunnels {
+    worker: usize,
+    registry: Arc<Registry>,
+    cached: RefCell<Rc<Arc<TunnelTable>>>,
+    sessions: RefCell<HashMap<SessionId, Rc<LocalSession>>>,
+    relays: Arc<Vec<RelaySender>>,
+    next_member: Cell<usize>,
+}
+
+impl WorkerTunnels {
+    pub fn new(worker: usize, registry: Arc<Registry>, relays: Arc<Vec<RelaySender>>) -> Self {
+        let cached = RefCell::new(Rc::new(registry.table()));
+        WorkerTunnels {
+            worker,
+            registry,
+            cached,
+            sessions: RefCell::new(HashMap::new()),
+            relays,
+            next_member: Cell::new(0),
+        }
+    }
+
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    /// The current table, re-read only when its generation moved.
+    #[allow(clippy::redundant_allocation)]
+    pub fn table(&self) -> Rc<Arc<TunnelTable>> {
+        let generation = self.registry.generation();
+        let mut cached = self.cached.borrow_mut();
+        if cached.generation != generation {
+            *cached = Rc::new(self.registry.table());
+        }
+        cached.clone()
+    }
+
+    pub fn add_session(&self, id: SessionId, mux: muxado::Session) -> Rc<LocalSession> {
+        let s = Rc::new(LocalSession {
+            mux,
+            limit: StreamLimit::new(MAX_STREAMS_PER_SESSION, MAX_WAITING_PER_SESSION),
+        });
+        self.sessions.borrow_mut().insert(id, s.clone());
+        s
+    }
+
+    pub fn remove_session(&self, id: SessionId) {
+        self.sessions.borrow_mut().remove(&id);
+    }
+
+    pub fn session_count(&self) -> usize {
+        self.sessions.borrow().len()
+    }
+
+    fn local(&self, id: SessionId) -> Option<Rc<LocalSession>> {
+        self.sessions.borrow().get(&id).cloned()
+    }
+
+    /// Chooses the binding for one request: members in turn (pooling), and
+    /// within the member a session on this worker when it has one.
+    pub fn pick(&self, target: &TunnelTarget) -> Result<Binding, EdgeError> {
+        let n = target.members.len();
+        if n == 0 {
+            return Err(EdgeError::NO_ENDPOINT);
+        }
+        let i = self.next_member.get();
+        self.next_member.set(i.wrapping_add(1));
+        let member = &target.members[i % n];
+        let sessions = self.sessions.borrow();
+        member
+            .sessions
+            .iter()
+            .find(|b| b.worker == self.worker && sessions.contains_key(&b.session))
+            .or_else(|| member.sessions.iter().find(|b| b.worker != self.worker))
+            .cloned()
+            .ok_or(EdgeError::AGENT_UNREACHABLE)
+    }
+
+    /// Opens a proxy stream for `binding`: locally, or through the relay.
+    pub async fn open(
+        &self,
+        binding: &Binding,
+        client: &ClientInfo,
+        wait: Duration,
+    ) -> Result<UpStream, EdgeError> {
+        let mut preamble = Vec::with_capacity(160);
+        encode_proxy_preamble(
+            &ProxyHeader {
+                id: binding.tunnel_id.to_string(),
+                client_addr: client.addr.to_string(),
+                proto: client.proto.to_owned(),
+                edge_type: String::new(),
+                passthrough_tls: false,
+            },
+            &mut preamble,
+        );
+        if binding.worker == self.worker {
+            let session = self
+                .local(binding.session)
+                .ok_or(EdgeError::AGENT_UNREACHABLE)?;
+            return open_local(&session, preamble, wait)
+                .await
+                .map(UpStream::Tunnel);
+        }
+        let tx = self
+            .relays
+            .get(binding.worker)
+            .ok_or(EdgeError::AGENT_UNREACHABLE)?;
+        let (mine, theirs) =
+            std::os::unix::net::UnixStream::pair().map_err(|_| EdgeError::AGENT_UNREACHABLE)?;
+        theirs
+            .set_nonblocking(true)
+            .and_then(|_| mine.set_nonblocking(true))
+            .map_err(|_| EdgeError::AGENT_UNREACHABLE)?;
+        tx.try_send(RelayOpen {
+            session: binding.session,
+            preamble,
+            socket: theirs,
+        })
+        .map_err(|_| EdgeError::AGENT_BUSY)?;
+        monoio::net::UnixStream::from_std(mine)
+            .map(UpStream::Relay)
+            .map_err(|_| EdgeError::AGENT_UNREACHABLE)
+    }
+
+    /// Serves relay requests from other workers for sessions held here.
+    pub async fn relay_loop(self: Rc<Self>, mut rx: RelayReceiver, wait: Duration) {
+        while let Some(req) = rx.recv().await {
+            let Some(session) = self.local(req.session) else {
+                debug!(session = req.session, "relay for a session that is gone");
+                continue;
+            };
+            monoio::spawn(relay_one(session, req, wait));
+        }
+    }
+}
+
+async fn open_local(
+    session: &LocalSession,
+    preamble: Vec<u8>,
+    wait: Duration,
+) -> Result<TunnelStream, EdgeError> {
+    let permit = match session.limit.try_acquire() {
+        Some(p) => p,
+        None => match monoio::time::timeout(wait, session.limit.acquire()).await {
+            Ok(Ok(p)) => p,
+            Ok(Err(_)) | Err(_) => return Err(EdgeError::AGENT_BUSY),
+        },
+    };
+    let stream = session
+        .mux
+        .open()
+        .await
+        .map_err(|_| EdgeError::AGENT_UNREACHABLE)?;
+    Ok(TunnelStream::new(stream, preamble, permit))
+}
+
+/// The owning worker's half of a relayed request.
+async fn relay_one(session: Rc<LocalSession>, req: RelayOpen, wait: Duration) {
+    let RelayOpen {
+        preamble, socket, ..
+    } = req;
+    let Ok(socket) = monoio::net::UnixStream::from_std(socket) else {
+        return;
+    };
+    let Ok(stream) = open_local(&session, preamble, wait).await else {
+        // Dropping the socket tells the requesting worker (EOF).
+        return;
+    };
+    pipe(socket, stream).await;
+}
+
+/// Copies bytes both ways until both directions have ended; each EOF is
+/// passed on as a half-close.
+pub async fn pipe<A, B>(a: A, b: B)
+where
+    A: AsyncReadRent + AsyncWriteRent + monoio::io::Split,
+    B: AsyncReadRent + AsyncWriteRent + monoio::io::Split,
+{
+    let (mut ar, mut aw) = a.into_split();
+    let (mut br, mut bw) = b.into_split();
+    monoio::join!(copy_half(&mut ar, &mut bw), copy_half(&mut br, &mut aw));
+}
+
+async fn copy_half<R: AsyncReadRent, W: AsyncWriteRent>(r: &mut R, w: &mut W) {
+    let mut buf = Vec::with_capacity(32 * 1024);
+    loop {
+        buf.clear();
+        let (res, b) = r.read(buf).await;
+        buf = b;
+        match res {
+            Ok(n) if n > 0 => {}
+            _ => break,
+        }
+        let (res, b) = w.write_all(buf).await;
+        buf = b;
+        if res.is_err() {
+            break;
+        }
+    }
+    let _ = w.shutdown().await;
+}

@@ -1,0 +1,276 @@
+//! Tunnel test helpers: a `--dev` edge with its tunnel listener, our agent
+//! (`ringress http`) as a child process, and a raw muxado client for
+//! hostile-input tests.
+
+use std::fs::{self, File};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use super::edge::{binary, Edge};
+use super::{strip_ansi, wait_until};
+
+/// A `--dev` edge with HTTPS and the tunnel listener on fresh ports.
+pub fn dev_edge(config: &str) -> Edge {
+    let data = tempfile::Builder::new()
+        .prefix("ringress-data-")
+        .tempdir()
+        .expect("tempdir")
+        .keep();
+    Edge::builder(config)
+        .arg("--dev")
+        .arg("--data-dir")
+        .arg(data.to_str().expect("utf-8 path"))
+        .arg("--listen-https")
+        .arg("127.0.0.1:0")
+        .start()
+}
+
+/// The dev CA of an edge started by `dev_edge`.
+pub fn dev_ca(edge: &Edge) -> PathBuf {
+    let text = edge.stderr_text();
+    let line = text
+        .lines()
+        .find(|l| l.contains("dev CA: "))
+        .unwrap_or_else(|| panic!("no dev CA line; stderr:\n{text}"));
+    let start = line.find("dev CA: ").expect("marker") + "dev CA: ".len();
+    let rest = &line[start..];
+    PathBuf::from(rest.split_whitespace().next().expect("path"))
+}
+
+/// A running `ringress http` owned by a test.
+pub struct Agent {
+    child: Option<Child>,
+    pub pid: libc::pid_t,
+    dir: tempfile::TempDir,
+}
+
+impl Agent {
+    /// Starts `ringress http <upstream> <args>` against `edge` and waits for
+    /// its public URL.
+    pub fn start(edge: &Edge, upstream: &str, args: &[&str]) -> (Agent, String) {
+        let dir = tempfile::Builder::new()
+            .prefix("ringress-agent-")
+            .tempdir()
+            .expect("tempdir");
+        let tunnel = edge.listener_addr("tunnel");
+        let mut cmd = Command::new(binary());
+        cmd.arg("http")
+            .arg(upstream)
+            .arg("--server-addr")
+            .arg(tunnel.to_string())
+            .arg("--root-cas")
+            .arg(dev_ca(edge))
+            .args(args)
+            .env_remove("RUST_LOG")
+            .env_remove("RINGRESS_AUTHTOKEN")
+            .stdin(Stdio::null())
+            .stdout(File::create(dir.path().join("stdout")).expect("stdout"))
+            .stderr(File::create(dir.path().join("stderr")).expect("stderr"));
+        let child = cmd.spawn().expect("spawn ringress http");
+        let pid = child.id() as libc::pid_t;
+        let agent = Agent {
+            child: Some(child),
+            pid,
+            dir,
+        };
+        let mut url = String::new();
+        let ok = wait_until(Duration::from_secs(15), || {
+            if let Some(u) = agent.stdout().lines().find(|l| l.contains("://")) {
+                url = u.trim().to_owned();
+                true
+            } else {
+                false
+            }
+        });
+        assert!(ok, "agent printed no URL; stderr:\n{}", agent.stderr());
+        (agent, url)
+    }
+
+    pub fn stdout(&self) -> String {
+        fs::read_to_string(self.dir.path().join("stdout")).unwrap_or_default()
+    }
+
+    pub fn stderr(&self) -> String {
+        strip_ansi(&fs::read_to_string(self.dir.path().join("stderr")).unwrap_or_default())
+    }
+
+    pub fn signal(&self, sig: libc::c_int) {
+        // SAFETY: our own unreaped child.
+        unsafe { libc::kill(self.pid, sig) };
+    }
+
+    /// Waits for exit; the exit code, or None if still running.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let child = self.child.as_mut()?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(s)) = child.try_wait() {
+                self.child = None;
+                return Some(s.code().unwrap_or(-1));
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            if matches!(child.try_wait(), Ok(None)) {
+                // SAFETY: our own unreaped child.
+                unsafe { libc::kill(self.pid, libc::SIGTERM) };
+                let deadline = Instant::now() + Duration::from_secs(3);
+                while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                    thread::sleep(Duration::from_millis(20));
+                }
+                let _ = child.kill();
+            }
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Host and port of a URL like `https://x.ringress.localhost:8443`.
+pub fn url_host_port(url: &str) -> (String, u16) {
+    let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
+    let default = if url.starts_with("https") { 443 } else { 80 };
+    match rest.rsplit_once(':') {
+        Some((h, p)) => (h.to_owned(), p.parse().unwrap_or(default)),
+        None => (rest.to_owned(), default),
+    }
+}
+
+// ------------------------------------------------------------ raw muxado
+
+pub const TY_RST: u8 = 0;
+pub const TY_DATA: u8 = 1;
+pub const TY_WNDINC: u8 = 2;
+pub const TY_GOAWAY: u8 = 3;
+pub const FIN: u8 = 1;
+pub const SYN: u8 = 2;
+
+/// One muxado frame.
+pub fn frame(ty: u8, flags: u8, id: u32, body: &[u8]) -> Vec<u8> {
+    let len = body.len() as u32;
+    let mut out = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, (ty << 4) | flags];
+    out.extend_from_slice(&id.to_be_bytes());
+    out.extend_from_slice(body);
+    out
+}
+
+/// A hand-driven agent connection: TLS to the tunnel listener, then raw
+/// frames.
+pub struct RawSession {
+    pub tls: rustls::StreamOwned<rustls::ClientConnection, TcpStream>,
+    buf: Vec<u8>,
+}
+
+impl RawSession {
+    pub fn connect(tunnel: SocketAddr, ca: &Path) -> RawSession {
+        let cfg = super::tls::client_config(ca, &[]);
+        let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+        let conn = rustls::ClientConnection::new(Arc::clone(&cfg), name).expect("client");
+        let tcp = TcpStream::connect(tunnel).expect("connect tunnel");
+        tcp.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+        RawSession {
+            tls: rustls::StreamOwned::new(conn, tcp),
+            buf: Vec::new(),
+        }
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.tls.write_all(bytes)?;
+        self.tls.flush()
+    }
+
+    /// Opens client stream `id` with a typed JSON request (SYN with the
+    /// type, then the body).
+    pub fn rpc_request(&mut self, id: u32, ty: u32, json: &str) {
+        self.send(&frame(TY_DATA, SYN, id, &ty.to_be_bytes())).expect("syn");
+        self.send(&frame(TY_DATA, 0, id, json.as_bytes())).expect("body");
+    }
+
+    fn take_frame(&mut self) -> Option<(u8, u8, u32, Vec<u8>)> {
+        if self.buf.len() < 8 {
+            return None;
+        }
+        let len = ((self.buf[0] as usize) << 16) | ((self.buf[1] as usize) << 8) | self.buf[2] as usize;
+        if self.buf.len() < 8 + len {
+            return None;
+        }
+        let ty = self.buf[3] >> 4;
+        let flags = self.buf[3] & 0xf;
+        let id = u32::from_be_bytes([self.buf[4], self.buf[5], self.buf[6], self.buf[7]]) & 0x7fff_ffff;
+        let body = self.buf[8..8 + len].to_vec();
+        self.buf.drain(..8 + len);
+        Some((ty, flags, id, body))
+    }
+
+    /// Reads more bytes: `Some(true)` data, `Some(false)` timeout, `None`
+    /// EOF or error.
+    fn fill(&mut self) -> Option<bool> {
+        let mut chunk = [0u8; 16384];
+        match self.tls.read(&mut chunk) {
+            Ok(0) => None,
+            Ok(n) => {
+                self.buf.extend_from_slice(&chunk[..n]);
+                Some(true)
+            }
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => Some(false),
+            Err(_) => None,
+        }
+    }
+
+    /// Reads one frame, `None` on EOF, error or a 5 s silence.
+    pub fn read_frame(&mut self) -> Option<(u8, u8, u32, Vec<u8>)> {
+        loop {
+            if let Some(f) = self.take_frame() {
+                return Some(f);
+            }
+            if self.fill() != Some(true) {
+                return None;
+            }
+        }
+    }
+
+    /// Collects the DATA payload of stream `id` until its FIN.
+    pub fn read_reply(&mut self, id: u32) -> Option<String> {
+        let mut out = Vec::new();
+        loop {
+            let (ty, flags, sid, body) = self.read_frame()?;
+            if sid == id && ty == TY_DATA {
+                out.extend_from_slice(&body);
+                if flags & FIN != 0 {
+                    return Some(String::from_utf8_lossy(&out).into_owned());
+                }
+            }
+        }
+    }
+
+    /// Authenticates on stream 3 (dev edges accept any token).
+    pub fn auth(&mut self) -> String {
+        self.rpc_request(3, 0, r#"{"Version":["3","2"],"ClientId":"","Extra":{"AuthToken":"t"}}"#);
+        self.read_reply(3).expect("auth reply")
+    }
+
+    /// True once the edge has closed the connection (EOF or reset),
+    /// skipping any frames it sends first.
+    pub fn closed_within(&mut self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            while self.take_frame().is_some() {}
+            if self.fill().is_none() {
+                return true;
+            }
+        }
+        false
+    }
+}
