@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# The main job: build ringress, start a demo upstream and an edge on
-# loopback, print working URLs, and run until Ctrl-C. Stops only the
-# processes it started.
+# The main job: build ringress, start a `--dev` edge and an agent on
+# loopback (the agent exposes the demo site with its built-in file server,
+# like `ngrok http file:///...`), print the public URL and a curl command
+# that works, and run until Ctrl-C. Stops only the processes it started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 HTTP_PORT=${RINGRESS_HTTP_PORT:-8080}
 HTTPS_PORT=${RINGRESS_HTTPS_PORT:-8443}
+TUNNEL_PORT=${RINGRESS_TUNNEL_PORT:-4443}
 DATA_DIR=${RINGRESS_DATA_DIR:-${XDG_DATA_HOME:-$HOME/.local/share}/ringress}
 UPSTREAM_PORT=${RINGRESS_DEMO_UPSTREAM_PORT:-9000}
 
@@ -29,7 +31,8 @@ config=$(mktemp -t ringress-edge.XXXXXX.toml)
 sed -e "s/127.0.0.1:8080/127.0.0.1:${HTTP_PORT}/" -e "s/127.0.0.1:8443/127.0.0.1:${HTTPS_PORT}/" \
     -e "s/127.0.0.1:9000/127.0.0.1:${UPSTREAM_PORT}/" examples/edge.toml >"$config"
 log=$(mktemp -t ringress-edge.XXXXXX.log)
-./target/release/ringress edge --dev --data-dir "$DATA_DIR" --config "$config" 2>"$log" &
+./target/release/ringress edge --dev --data-dir "$DATA_DIR" --config "$config" \
+  --listen-tunnel "127.0.0.1:${TUNNEL_PORT}" 2>"$log" &
 pids+=($!)
 
 for _ in $(seq 1 100); do
@@ -43,21 +46,40 @@ for _ in $(seq 1 50); do
   sleep 0.1
 done
 
+# The agent: a public HTTPS URL for the demo site, through the tunnel.
+agent_out=$(mktemp -t ringress-agent.XXXXXX.out)
+agent_log=$(mktemp -t ringress-agent.XXXXXX.log)
+./target/release/ringress http "file://$PWD/examples/site" \
+  --server-addr "localhost:${TUNNEL_PORT}" --root-cas "${DATA_DIR}/ca.pem" >"$agent_out" 2>"$agent_log" &
+pids+=($!)
+url=""
+for _ in $(seq 1 100); do
+  url=$(grep -m1 "://" "$agent_out" || true)
+  [ -n "$url" ] && break
+  if ! kill -0 "${pids[2]}" 2>/dev/null; then cat "$agent_log"; exit 1; fi
+  sleep 0.1
+done
+[ -n "$url" ] || { cat "$agent_log"; echo "agent did not come online"; exit 1; }
+
 cat <<MSG
 
-ringress edge is running (log: $log)
+ringress is running: an edge (log: $log) and an agent (log: $agent_log)
 
+  Agent URL    ${url}  ->  file://$PWD/examples/site
+
+Try:
+  curl --cacert ${DATA_DIR}/ca.pem ${url}/
+
+More endpoints the edge serves from its config (examples/edge.toml):
   Forwarding   https://app.ringress.localhost:${HTTPS_PORT}  ->  http://127.0.0.1:${UPSTREAM_PORT}
   Forwarding   http://app.ringress.localhost:${HTTP_PORT}    ->  http://127.0.0.1:${UPSTREAM_PORT}
   Cloud        https://hello.ringress.localhost:${HTTPS_PORT}  ->  custom-response "Hello world!"
 
-Try:
-  curl --cacert ${DATA_DIR}/ca.pem https://app.ringress.localhost:${HTTPS_PORT}/
   curl http://hello.ringress.localhost:${HTTP_PORT}/
 
 The dev CA is ${DATA_DIR}/ca.pem (import it in a browser to trust the https URLs).
 
 (*.localhost resolves to loopback in curl and browsers.) Ctrl-C stops everything.
 MSG
-curl -s --cacert "${DATA_DIR}/ca.pem" "https://app.ringress.localhost:${HTTPS_PORT}/" | grep -o "<h1>.*</h1>" || true
+curl -s --cacert "${DATA_DIR}/ca.pem" "${url}/" | grep -o "<h1>.*</h1>" || true
 wait "${pids[1]}"

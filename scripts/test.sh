@@ -107,6 +107,25 @@ install_tools() {
 
 step "install tools" install_tools
 
+# The official ngrok Python SDK (tests/sdk_python.rs). 1.7.x declares
+# Python >= 3.12 but its abi3 wheel runs on 3.10+.
+install_ngrok_sdk() {
+    if python3 -c "import ngrok" 2>/dev/null; then
+        echo "ngrok Python SDK present"
+        return 0
+    fi
+    have python3 || { echo "python3 is required for the SDK tests" >&2; return 1; }
+    python3 -m pip --version >/dev/null 2>&1 || {
+        echo "pip is missing; installing python3-pip"
+        local sudo=()
+        [ "$(id -u)" -ne 0 ] && sudo=(sudo)
+        DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -q --no-install-recommends python3-pip
+    }
+    python3 -m pip install --quiet --user --ignore-requires-python --break-system-packages 'ngrok==1.7.*' 2>/dev/null ||
+        python3 -m pip install --quiet --user --ignore-requires-python 'ngrok==1.7.*'
+}
+step "install ngrok Python SDK" install_ngrok_sdk
+
 # ---------------------------------------------------------------- checks
 
 step "cargo fmt --check" cargo fmt --all -- --check

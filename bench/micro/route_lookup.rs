@@ -15,6 +15,7 @@ fn endpoint(host: String) -> Arc<Endpoint> {
         host,
         upstream: None,
         policy: None,
+        tunnel: None,
     })
 }
 

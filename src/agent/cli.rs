@@ -24,9 +24,10 @@ pub fn config_from_args(args: HttpArgs) -> Result<AgentConfig, AgentError> {
         return Err(AgentError::Start("--sessions must be at least 1".into()));
     }
     let traffic_policy = match &args.traffic_policy_file {
-        Some(p) => Some(std::fs::read_to_string(p).map_err(|e| {
-            AgentError::Start(format!("cannot read {}: {e}", p.display()))
-        })?),
+        Some(p) => Some(
+            std::fs::read_to_string(p)
+                .map_err(|e| AgentError::Start(format!("cannot read {}: {e}", p.display())))?,
+        ),
         None => None,
     };
     let protocol = match args.upstream_protocol {

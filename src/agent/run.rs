@@ -95,11 +95,12 @@ fn rustls_pemfile_certs(pem: &[u8]) -> Vec<rustls::pki_types::CertificateDer<'st
 
 fn client_tls(root_cas: Option<&str>) -> Result<Arc<rustls::ClientConfig>, AgentError> {
     let roots = match root_cas {
-        Some("host") | Some("trusted") => super::forward::system_roots()
-            .map_err(|e| AgentError::RootCas {
+        Some("host") | Some("trusted") => {
+            super::forward::system_roots().map_err(|e| AgentError::RootCas {
                 path: PathBuf::from("(system store)"),
                 reason: e.to_string(),
-            })?,
+            })?
+        }
         Some(path) => load_roots(Path::new(path))?,
         None => {
             let dev = dev_ca_path();
@@ -337,7 +338,7 @@ async fn session_loop(
                     if let Ok(mut u) = shared.urls.lock() {
                         for (i, b) in resume.bound.iter().enumerate() {
                             if let (Some(b), Some(slot)) = (b, u.get_mut(i)) {
-                                slot.clone_from(&b.url);
+                                *slot = session::without_port(&b.url);
                             }
                         }
                     }
@@ -346,7 +347,8 @@ async fn session_loop(
                         .iter()
                         .zip(&shared.cfg.endpoints)
                         .filter_map(|(b, e)| {
-                            b.as_ref().map(|b| (b.url.clone(), e.upstream_display.clone()))
+                            b.as_ref()
+                                .map(|b| (b.url.clone(), e.upstream_display.clone()))
                         })
                         .collect();
                     shared.counters.set_urls(shown);
@@ -363,7 +365,11 @@ async fn session_loop(
                 shared.counters.set_state("online");
                 info!(slot, edge_worker = w, "session online");
                 let result = c
-                    .serve(&params, shared.counters.clone(), wait_stop(shared.stop.clone()))
+                    .serve(
+                        &params,
+                        shared.counters.clone(),
+                        wait_stop(shared.stop.clone()),
+                    )
                     .await;
                 shared.counters.session_down();
                 if shared.stop.load(Ordering::Acquire) {

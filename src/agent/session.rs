@@ -119,7 +119,10 @@ fn server_name(addr: &str) -> Result<(String, ServerName<'static>), SessionError
 
 fn resolve(addr: &str) -> Result<Vec<SocketAddr>, SessionError> {
     use std::net::ToSocketAddrs;
-    let with_port = if addr.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) {
+    let with_port = if addr
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+    {
         addr.to_owned()
     } else {
         format!("{addr}:443")
@@ -146,6 +149,22 @@ async fn read_exact(s: &mut Stream, n: usize) -> Result<Vec<u8>, SessionError> {
     Ok(out)
 }
 
+/// `scheme://host[:port]` without the port.
+pub fn without_port(url: &str) -> String {
+    let (scheme, rest) = match url.split_once("://") {
+        Some((s, r)) => (Some(s), r),
+        None => (None, url),
+    };
+    let host = match rest.rsplit_once(':') {
+        Some((h, p)) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => rest,
+    };
+    match scheme {
+        Some(s) => format!("{s}://{host}"),
+        None => host.to_owned(),
+    }
+}
+
 /// One RPC: open a typed stream, send the request, read the reply to EOF.
 async fn rpc(mux: &Session, ty: u32, body: Vec<u8>) -> Result<serde_json::Value, SessionError> {
     let fut = async {
@@ -156,8 +175,8 @@ async fn rpc(mux: &Session, ty: u32, body: Vec<u8>) -> Result<serde_json::Value,
         res.map_err(|_| SessionError::Closed)?;
         let mut buf = Vec::new();
         loop {
-            if let Some((v, _)) = messages::take_value(&buf)
-                .map_err(|e| SessionError::Protocol(e.to_string()))?
+            if let Some((v, _)) =
+                messages::take_value(&buf).map_err(|e| SessionError::Protocol(e.to_string()))?
             {
                 let _ = s.shutdown().await;
                 return Ok(v);
@@ -248,8 +267,10 @@ pub async fn connect(
     };
     for (i, e) in p.endpoints.iter().enumerate() {
         let prev = resume.bound.get(i).cloned().flatten();
+        // A rebind asks for the host it had; the port is the edge's (it
+        // may differ after the edge restarts elsewhere).
         let url = match &prev {
-            Some(b) => b.url.clone(),
+            Some(b) => without_port(&b.url),
             None => e.url.clone(),
         };
         let (proto, url_opt) = if url.starts_with("http://") {
@@ -464,8 +485,11 @@ async fn heartbeat(mux: Session) {
         if res.is_err() {
             return;
         }
-        match monoio::time::timeout(HEARTBEAT_INTERVAL + HEARTBEAT_TOLERANCE, read_exact(&mut s, 4))
-            .await
+        match monoio::time::timeout(
+            HEARTBEAT_INTERVAL + HEARTBEAT_TOLERANCE,
+            read_exact(&mut s, 4),
+        )
+        .await
         {
             Ok(Ok(echo)) if echo == beat => {}
             Ok(Ok(_)) => {

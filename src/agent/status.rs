@@ -70,7 +70,10 @@ impl Counters {
         for (url, upstream) in self.urls() {
             text.push_str(&format!("{:<30}{url} -> {upstream}\n", "Forwarding"));
         }
-        text.push_str(&format!("\n{:<30}{:<8}{:<8}\n", "Connections", "ttl", "opn"));
+        text.push_str(&format!(
+            "\n{:<30}{:<8}{:<8}\n",
+            "Connections", "ttl", "opn"
+        ));
         text.push_str(&format!(
             "{:<30}{:<8}{:<8}\n",
             "",

@@ -87,7 +87,8 @@ pub async fn handle(
         return;
     }
     let tunnels = ctx.tunnels.table();
-    let Some(endpoint) = RouteTable::lookup_either(&snap.https_routes, &tunnels.https, &host).cloned()
+    let Some(endpoint) =
+        RouteTable::lookup_either(&snap.https_routes, &tunnels.https, &host).cloned()
     else {
         let detail = format!("No endpoint is online for {host}.");
         send_error(&mut respond, EdgeError::NO_ENDPOINT, &detail, json);
@@ -125,14 +126,7 @@ pub async fn handle(
         proto: "https",
     };
     let mut up = match upstream::send_head(
-        &ctx,
-        target,
-        &client,
-        &mut wbuf,
-        complete,
-        retryable,
-        &mut ubuf,
-        t,
+        &ctx, target, &client, &mut wbuf, complete, retryable, &mut ubuf, t,
     )
     .await
     {

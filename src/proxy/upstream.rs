@@ -76,7 +76,10 @@ async fn connect(
             if let Some(stream) = pooled {
                 return Ok((UpstreamConn { stream, key }, true));
             }
-            let stream = ctx.tunnels.open(&binding, client, t.upstream_connect).await?;
+            let stream = ctx
+                .tunnels
+                .open(&binding, client, t.upstream_connect)
+                .await?;
             return Ok((UpstreamConn { stream, key }, false));
         }
     };
@@ -197,5 +200,7 @@ pub fn release(ctx: &WorkerCtx, up: UpstreamConn, max_idle_per_host: usize) {
     if ctx.drain.is_fired() {
         return;
     }
-    ctx.pool.borrow_mut().put(up.key, up.stream, max_idle_per_host);
+    ctx.pool
+        .borrow_mut()
+        .put(up.key, up.stream, max_idle_per_host);
 }

@@ -55,7 +55,8 @@ impl UpstreamPool {
     /// Drops every idle stream of one agent session (it ended, or it is at
     /// its stream limit and needs the slots).
     pub fn drop_session(&mut self, session: u64) {
-        self.idle.retain(|k, _| !matches!(k, PoolKey::Tunnel { session: s, .. } if *s == session));
+        self.idle
+            .retain(|k, _| !matches!(k, PoolKey::Tunnel { session: s, .. } if *s == session));
     }
 
     /// Drops every idle connection (shutdown).

@@ -65,7 +65,11 @@ impl RouteTable {
         let mut rest = host;
         while let Some(dot) = rest.find('.') {
             rest = &rest[dot + 1..];
-            if let Some(ep) = first.wildcard.get(rest).or_else(|| second.wildcard.get(rest)) {
+            if let Some(ep) = first
+                .wildcard
+                .get(rest)
+                .or_else(|| second.wildcard.get(rest))
+            {
                 return Some(ep);
             }
         }
@@ -128,9 +132,7 @@ mod tests {
         config.insert(ep("*.example.com"));
         agents.insert(ep("app.example.com"));
         agents.insert(ep("*.b.example.com"));
-        let find = |h: &str| {
-            RouteTable::lookup_either(&config, &agents, h).map(|e| e.host.clone())
-        };
+        let find = |h: &str| RouteTable::lookup_either(&config, &agents, h).map(|e| e.host.clone());
         assert_eq!(find("app.example.com").as_deref(), Some("app.example.com"));
         assert_eq!(find("x.b.example.com").as_deref(), Some("*.b.example.com"));
         assert_eq!(find("x.example.com").as_deref(), Some("*.example.com"));

@@ -13,8 +13,7 @@ use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, Split};
 use tracing::{debug, info, warn};
 
 use super::messages::{
-    self, encode, stream_type, Auth, Bind, ErrorResp, LabelResp, MessageError, SrvInfoResp,
-    Unbind,
+    self, encode, stream_type, Auth, Bind, ErrorResp, LabelResp, MessageError, SrvInfoResp, Unbind,
 };
 use super::muxado::{self, ErrorCode, Role, Session, Stream};
 use super::registry::SessionId;
@@ -282,7 +281,11 @@ async fn typed_stream(mut s: Stream, state: Rc<SessionState>, ctx: Rc<WorkerCtx>
             Err(e) => Err(e),
         },
         other => {
-            debug!(session = state.id, ty = other, "unexpected stream type from agent");
+            debug!(
+                session = state.id,
+                ty = other,
+                "unexpected stream type from agent"
+            );
             s.reset(ErrorCode::StreamRefused);
             return;
         }

@@ -93,9 +93,7 @@ fn canonical_key(key: &str) -> Option<&'static str> {
 pub fn canonicalize(v: &mut Value) {
     match v {
         Value::Object(map) => {
-            let needs = map
-                .keys()
-                .any(|k| canonical_key(k).is_some_and(|c| c != k));
+            let needs = map.keys().any(|k| canonical_key(k).is_some_and(|c| c != k));
             if needs {
                 let old = std::mem::take(map);
                 let mut out = Map::with_capacity(old.len());

@@ -2,10 +2,10 @@
 //! (sans-IO core plus a monoio driver) that both the edge (server role) and
 //! the agent (client role) run over TLS.
 
-pub mod muxado;
-pub mod messages;
-pub mod registry;
 pub mod edge_session;
 pub mod limit;
+pub mod messages;
+pub mod muxado;
 pub mod proxy_stream;
+pub mod registry;
 pub mod worker_tunnels;

@@ -141,7 +141,8 @@ impl AsyncWriteRent for TunnelStream {
                 // SAFETY: the iovec array and the buffers it points to are
                 // owned by `buf` for the duration of this call.
                 unsafe {
-                    let iov = std::slice::from_raw_parts(buf.read_iovec_ptr(), buf.read_iovec_len());
+                    let iov =
+                        std::slice::from_raw_parts(buf.read_iovec_ptr(), buf.read_iovec_len());
                     for v in iov {
                         data.extend_from_slice(std::slice::from_raw_parts(
                             v.iov_base as *const u8,

@@ -20,9 +20,7 @@ use super::messages::{
     HttpOpts,
 };
 use crate::policy::CompiledPolicy;
-use crate::route::{
-    normalize_host, Binding, Endpoint, Member, RouteTable, Scheme, TunnelTarget,
-};
+use crate::route::{normalize_host, Binding, Endpoint, Member, RouteTable, Scheme, TunnelTarget};
 
 pub type SessionId = u64;
 
@@ -187,10 +185,7 @@ impl Registry {
     }
 
     pub fn is_authed(&self, session: SessionId) -> bool {
-        self.lock()
-            .sessions
-            .get(&session)
-            .is_some_and(|s| s.authed)
+        self.lock().sessions.get(&session).is_some_and(|s| s.authed)
     }
 
     /// Checks the token and answers Auth. `Err` carries the error text the
@@ -271,16 +266,17 @@ impl Registry {
             Ok(o) => o,
             Err(e) => return bind_error(&format!("Invalid endpoint options: {e}"), 9034),
         };
-        let mut scheme = match bind.proto.as_str() {
-            "" | "https" => Scheme::Https,
-            "http" => Scheme::Http,
-            other => {
-                return bind_error(
-                    &format!("This edge serves http and https endpoints; {other:?} is not supported."),
+        let mut scheme =
+            match bind.proto.as_str() {
+                "" | "https" => Scheme::Https,
+                "http" => Scheme::Http,
+                other => return bind_error(
+                    &format!(
+                        "This edge serves http and https endpoints; {other:?} is not supported."
+                    ),
                     9036,
-                )
-            }
-        };
+                ),
+            };
         let mut requested = String::new();
         let mut port = None;
         if !opts.url.is_empty() {
@@ -318,7 +314,10 @@ impl Registry {
             };
             if p != public_port && p != default {
                 return bind_error(
-                    &format!("The port of an {} endpoint must be {public_port}.", scheme.as_str()),
+                    &format!(
+                        "The port of an {} endpoint must be {public_port}.",
+                        scheme.as_str()
+                    ),
                     9035,
                 );
             }
@@ -336,28 +335,27 @@ impl Registry {
             return bind_error("The session is not authenticated.", 4018);
         }
         let group = sess.group.clone();
-        let host = if requested.is_empty() {
-            match &self.cfg.base_domain {
-                Some(base) => loop {
-                    let h = format!("{}.{base}", random_hex(6));
-                    if !st.hosts.contains_key(&(scheme, h.clone())) {
-                        break h;
-                    }
-                },
-                None => {
-                    return bind_error(
+        let host =
+            if requested.is_empty() {
+                match &self.cfg.base_domain {
+                    Some(base) => loop {
+                        let h = format!("{}.{base}", random_hex(6));
+                        if !st.hosts.contains_key(&(scheme, h.clone())) {
+                            break h;
+                        }
+                    },
+                    None => return bind_error(
                         "This edge has no base domain for random hostnames: pass a URL or domain.",
                         9028,
-                    )
+                    ),
                 }
-            }
-        } else {
-            let mut h = String::new();
-            if !normalize_host(requested.as_bytes(), &mut h) || !valid_hostname(&h) {
-                return bind_error(&format!("Invalid hostname {requested:?}."), 326);
-            }
-            h
-        };
+            } else {
+                let mut h = String::new();
+                if !normalize_host(requested.as_bytes(), &mut h) || !valid_hostname(&h) {
+                    return bind_error(&format!("Invalid hostname {requested:?}."), 326);
+                }
+                h
+            };
         let url = format_url(scheme, &host, public_port);
 
         // A reconnecting agent re-sends its old id and token.
@@ -473,7 +471,11 @@ impl Registry {
     pub fn unbind(&self, session: SessionId, id: &str) -> ErrorResp {
         let mut st = self.lock();
         if st.tunnels.get(id).is_some_and(|t| t.session == session) {
-            let url = st.tunnels.get(id).map(|t| t.url.clone()).unwrap_or_default();
+            let url = st
+                .tunnels
+                .get(id)
+                .map(|t| t.url.clone())
+                .unwrap_or_default();
             remove_tunnel(&mut st, id);
             self.publish(&st);
             info!(session, tunnel = id, %url, "endpoint offline (unbind)");
@@ -504,13 +506,7 @@ impl Registry {
                 }
                 // Keep the tunnel id known, so a reconnect presenting it
                 // with its token is recognised.
-                st.tunnels.insert(
-                    id.clone(),
-                    TunnelRec {
-                        session: 0,
-                        ..t
-                    },
-                );
+                st.tunnels.insert(id.clone(), TunnelRec { session: 0, ..t });
             }
         }
         // Ended sessions leave their tunnel records only as reservations:
@@ -524,8 +520,7 @@ impl Registry {
             }
             !rec.tunnels.is_empty() || rec.reserved.is_some()
         });
-        let live: std::collections::HashSet<(Scheme, String)> =
-            st.hosts.keys().cloned().collect();
+        let live: std::collections::HashSet<(Scheme, String)> = st.hosts.keys().cloned().collect();
         st.tunnels
             .retain(|_, t| t.session != 0 || live.contains(&(t.scheme, t.host.clone())));
         self.publish(&st);
@@ -544,7 +539,9 @@ impl Registry {
             let mut policy = None;
             let mut url = String::new();
             for id in &rec.tunnels {
-                let Some(t) = st.tunnels.get(id) else { continue };
+                let Some(t) = st.tunnels.get(id) else {
+                    continue;
+                };
                 let Some(s) = st.sessions.get(&t.session) else {
                     continue;
                 };
@@ -647,7 +644,9 @@ fn parse_bind_url(url: &str) -> Result<(Option<Scheme>, String, Option<u16>), St
     };
     let rest = rest.strip_suffix('/').unwrap_or(rest);
     if rest.contains(['/', '?', '#', '@']) {
-        return Err(format!("The URL {url:?} may only have a scheme, a host and a port."));
+        return Err(format!(
+            "The URL {url:?} may only have a scheme, a host and a port."
+        ));
     }
     let (host, port) = match rest.rsplit_once(':') {
         Some((h, p)) if !h.ends_with(']') || rest.starts_with('[') => match p.parse::<u16>() {
@@ -774,7 +773,11 @@ mod tests {
         let resp = r.bind(s, &bind_domain("", false));
         assert!(resp.error.is_empty(), "{}", resp.error);
         assert!(resp.url.starts_with("https://"), "{}", resp.url);
-        assert!(resp.url.ends_with(".ringress.localhost:8443"), "{}", resp.url);
+        assert!(
+            resp.url.ends_with(".ringress.localhost:8443"),
+            "{}",
+            resp.url
+        );
         assert!(!resp.extra.token.is_empty());
         assert_eq!(resp.opts["Auth"], "");
         let named = r.bind(s, &bind_domain("App.Example.test", false));
@@ -787,7 +790,8 @@ mod tests {
         let r = reg();
         let s = authed(&r, 0);
         let mut b = bind_domain("d.test", false);
-        b.opts = serde_json::json!({"URL": "http://u.test", "Domain": "d.test", "Hostname": "h.test"});
+        b.opts =
+            serde_json::json!({"URL": "http://u.test", "Domain": "d.test", "Hostname": "h.test"});
         let resp = r.bind(s, &b);
         assert_eq!(resp.url, "http://u.test:8080");
         assert_eq!(resp.proto, "http");
@@ -824,7 +828,11 @@ mod tests {
         assert!(r.bind(s0, &bind_domain("g.test", false)).error.is_empty());
         assert!(r.bind(s1, &bind_domain("g.test", false)).error.is_empty());
         let t = r.table();
-        let target = t.https.lookup("g.test").and_then(|e| e.tunnel.as_ref()).unwrap();
+        let target = t
+            .https
+            .lookup("g.test")
+            .and_then(|e| e.tunnel.as_ref())
+            .unwrap();
         assert_eq!(target.members.len(), 1);
         assert_eq!(target.members[0].sessions.len(), 2);
     }
@@ -861,14 +869,20 @@ mod tests {
         assert!(r.table().https.lookup("u.test").is_none());
         // Unbound (not dropped): no reservation.
         let other = authed(&r, 0);
-        assert!(r.bind(other, &bind_domain("u.test", false)).error.is_empty());
+        assert!(r
+            .bind(other, &bind_domain("u.test", false))
+            .error
+            .is_empty());
     }
 
     #[test]
     fn bad_binds() {
         let r = reg();
         let s = r.new_session(0);
-        assert!(r.bind(s, &bind_domain("a.test", false)).error.ends_with("ERR_NGROK_4018"));
+        assert!(r
+            .bind(s, &bind_domain("a.test", false))
+            .error
+            .ends_with("ERR_NGROK_4018"));
         r.auth(s, &Auth::default()).unwrap();
         let mut b = bind_domain("bad_host!.test", false);
         assert!(r.bind(s, &b).error.ends_with("ERR_NGROK_326"));

@@ -160,7 +160,12 @@ pub const SYN: u8 = 2;
 /// One muxado frame.
 pub fn frame(ty: u8, flags: u8, id: u32, body: &[u8]) -> Vec<u8> {
     let len = body.len() as u32;
-    let mut out = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, (ty << 4) | flags];
+    let mut out = vec![
+        (len >> 16) as u8,
+        (len >> 8) as u8,
+        len as u8,
+        (ty << 4) | flags,
+    ];
     out.extend_from_slice(&id.to_be_bytes());
     out.extend_from_slice(body);
     out
@@ -179,7 +184,8 @@ impl RawSession {
         let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
         let conn = rustls::ClientConnection::new(Arc::clone(&cfg), name).expect("client");
         let tcp = TcpStream::connect(tunnel).expect("connect tunnel");
-        tcp.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+        tcp.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
         RawSession {
             tls: rustls::StreamOwned::new(conn, tcp),
             buf: Vec::new(),
@@ -194,21 +200,25 @@ impl RawSession {
     /// Opens client stream `id` with a typed JSON request (SYN with the
     /// type, then the body).
     pub fn rpc_request(&mut self, id: u32, ty: u32, json: &str) {
-        self.send(&frame(TY_DATA, SYN, id, &ty.to_be_bytes())).expect("syn");
-        self.send(&frame(TY_DATA, 0, id, json.as_bytes())).expect("body");
+        self.send(&frame(TY_DATA, SYN, id, &ty.to_be_bytes()))
+            .expect("syn");
+        self.send(&frame(TY_DATA, 0, id, json.as_bytes()))
+            .expect("body");
     }
 
     fn take_frame(&mut self) -> Option<(u8, u8, u32, Vec<u8>)> {
         if self.buf.len() < 8 {
             return None;
         }
-        let len = ((self.buf[0] as usize) << 16) | ((self.buf[1] as usize) << 8) | self.buf[2] as usize;
+        let len =
+            ((self.buf[0] as usize) << 16) | ((self.buf[1] as usize) << 8) | self.buf[2] as usize;
         if self.buf.len() < 8 + len {
             return None;
         }
         let ty = self.buf[3] >> 4;
         let flags = self.buf[3] & 0xf;
-        let id = u32::from_be_bytes([self.buf[4], self.buf[5], self.buf[6], self.buf[7]]) & 0x7fff_ffff;
+        let id =
+            u32::from_be_bytes([self.buf[4], self.buf[5], self.buf[6], self.buf[7]]) & 0x7fff_ffff;
         let body = self.buf[8..8 + len].to_vec();
         self.buf.drain(..8 + len);
         Some((ty, flags, id, body))
@@ -224,7 +234,14 @@ impl RawSession {
                 self.buf.extend_from_slice(&chunk[..n]);
                 Some(true)
             }
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => Some(false),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                Some(false)
+            }
             Err(_) => None,
         }
     }
@@ -257,8 +274,17 @@ impl RawSession {
 
     /// Authenticates on stream 3 (dev edges accept any token).
     pub fn auth(&mut self) -> String {
-        self.rpc_request(3, 0, r#"{"Version":["3","2"],"ClientId":"","Extra":{"AuthToken":"t"}}"#);
-        self.read_reply(3).expect("auth reply")
+        self.auth_on(3)
+    }
+
+    /// Authenticates on client stream `id`.
+    pub fn auth_on(&mut self, id: u32) -> String {
+        self.rpc_request(
+            id,
+            0,
+            r#"{"Version":["3","2"],"ClientId":"","Extra":{"AuthToken":"t"}}"#,
+        );
+        self.read_reply(id).expect("auth reply")
     }
 
     /// True once the edge has closed the connection (EOF or reset),

@@ -154,3 +154,8 @@ impl Forwarder {
         }
     }
 }
+
+/// The system's trust store (honours SSL_CERT_FILE / SSL_CERT_DIR).
+pub fn system_roots() -> Result<rustls::RootCertStore, ForwardError> {
+    tls::roots(None)
+}

@@ -46,7 +46,7 @@ pub fn client_config(
     Ok(Arc::new(config))
 }
 
-fn roots(cas: Option<&Path>) -> Result<RootCertStore, ForwardError> {
+pub fn roots(cas: Option<&Path>) -> Result<RootCertStore, ForwardError> {
     let mut store = RootCertStore::empty();
     match cas {
         Some(path) => {
