@@ -514,8 +514,8 @@ mod tests {
         assert!(take_value(b"{]").is_err());
         let big = vec![b' '; MAX_MESSAGE_BYTES + 1];
         assert_eq!(take_value(&big), Err(MessageError::TooLarge));
-        let mut open = b"[".to_vec();
-        open.extend(std::iter::repeat_n(b'1', MAX_MESSAGE_BYTES));
+        let mut open = b"[\"".to_vec();
+        open.extend(std::iter::repeat_n(b'a', MAX_MESSAGE_BYTES));
         assert_eq!(take_value(&open), Err(MessageError::TooLarge));
     }
 
