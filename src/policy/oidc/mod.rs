@@ -543,8 +543,7 @@ impl AuthAction {
         }
         let email = id.email.to_ascii_lowercase();
         let domain = email.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
-        self.cfg.allow_emails.contains(&email)
-            || self.cfg.allow_domains.iter().any(|d| d == domain)
+        self.cfg.allow_emails.contains(&email) || self.cfg.allow_domains.iter().any(|d| d == domain)
     }
 
     fn provider_error(
