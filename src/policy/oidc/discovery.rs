@@ -98,7 +98,13 @@ pub struct Discovery {
     issuer_url: String,
     fetcher: Fetcher,
     cached: ArcSwapOption<Cached>,
+    /// Last failed refresh: the previous document is used without
+    /// retrying for [`RETRY_AFTER`].
+    failed_at: std::sync::Mutex<Option<Instant>>,
 }
+
+/// How long a failed refresh is not retried while an older document exists.
+pub const RETRY_AFTER: Duration = Duration::from_secs(30);
 
 impl std::fmt::Debug for Discovery {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -114,6 +120,7 @@ impl Discovery {
             issuer_url,
             fetcher,
             cached: ArcSwapOption::empty(),
+            failed_at: std::sync::Mutex::new(None),
         }
     }
 
@@ -130,7 +137,12 @@ impl Discovery {
     pub async fn metadata(&self) -> Result<Arc<ProviderMetadata>, String> {
         let cached = self.cached.load_full();
         if let Some(c) = &cached {
-            if c.at.elapsed() < TTL {
+            let recently_failed = self
+                .failed_at
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_some_and(|t| t.elapsed() < RETRY_AFTER);
+            if c.at.elapsed() < TTL || recently_failed {
                 return Ok(c.meta.clone());
             }
         }
@@ -157,6 +169,7 @@ impl Discovery {
                 Ok(meta)
             }
             (Err(e), Some(old)) => {
+                *self.failed_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
                 tracing::warn!(issuer = %self.issuer_url, error = %e, "discovery refresh failed; using the previous document");
                 Ok(old.meta.clone())
             }

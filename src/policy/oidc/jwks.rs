@@ -39,9 +39,19 @@ pub struct Key {
 }
 
 /// A fetched set.
+#[derive(Debug)]
 pub struct KeySet {
     pub fetched_at: Instant,
     pub keys: Vec<Key>,
+}
+
+impl std::fmt::Debug for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Key")
+            .field("kid", &self.kid)
+            .field("alg", &self.alg)
+            .finish()
+    }
 }
 
 impl KeySet {
@@ -112,6 +122,10 @@ pub struct JwksCache {
     min_refresh: Duration,
     current: ArcSwapOption<KeySet>,
     inflight: Mutex<Option<Waiters>>,
+    /// When the last refresh failed: a stale set is served without
+    /// retrying for `min_refresh`, so a provider outage does not make
+    /// every request wait for a timeout.
+    failed_at: Mutex<Option<Instant>>,
 }
 
 impl std::fmt::Debug for JwksCache {
@@ -138,6 +152,7 @@ impl JwksCache {
             min_refresh,
             current: ArcSwapOption::empty(),
             inflight: Mutex::new(None),
+            failed_at: Mutex::new(None),
         }
     }
 
@@ -153,7 +168,12 @@ impl JwksCache {
     ) -> Result<Arc<KeySet>, JwksError> {
         let cached = self.current.load_full();
         let set = match cached {
-            Some(set) if set.fetched_at.elapsed() < self.ttl => set,
+            Some(set) if set.fetched_at.elapsed() < self.ttl || self.recently_failed() => set,
+            None if self.recently_failed() => {
+                return Err(JwksError::Fetch(
+                    "the last attempt failed; retrying shortly".into(),
+                ))
+            }
             stale => match self.refresh().await {
                 Ok(set) => set,
                 Err(e) => match stale {
@@ -168,7 +188,8 @@ impl JwksCache {
         if set.candidates(kid, alg).next().is_some() {
             return Ok(set);
         }
-        if kid.is_some() && set.fetched_at.elapsed() >= self.min_refresh {
+        if kid.is_some() && set.fetched_at.elapsed() >= self.min_refresh && !self.recently_failed()
+        {
             debug!(url = %self.url, ?kid, "unknown kid: refreshing the JWKS");
             if let Ok(fresh) = self.refresh().await {
                 if fresh.candidates(kid, alg).next().is_some() {
@@ -180,6 +201,13 @@ impl JwksCache {
             kid: kid.map(String::from),
             alg,
         })
+    }
+
+    fn recently_failed(&self) -> bool {
+        self.failed_at
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some_and(|t| t.elapsed() < self.min_refresh)
     }
 
     /// Fetches the set once for all concurrent callers.
@@ -211,9 +239,15 @@ impl JwksCache {
             .await
             .and_then(|doc| KeySet::parse(&doc))
             .map(Arc::new);
-        if let Ok(set) = &result {
-            debug!(url = %self.url, keys = set.keys.len(), "JWKS fetched");
-            self.current.store(Some(set.clone()));
+        match &result {
+            Ok(set) => {
+                debug!(url = %self.url, keys = set.keys.len(), "JWKS fetched");
+                self.current.store(Some(set.clone()));
+                *self.failed_at.lock().unwrap_or_else(|p| p.into_inner()) = None;
+            }
+            Err(_) => {
+                *self.failed_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+            }
         }
         guard.finish(&result);
         result
@@ -245,5 +279,57 @@ impl Drop for Leader<'_> {
     fn drop(&mut self) {
         // Dropping the senders wakes waiters with an error.
         drop(self.take());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::oidc::testutil::{jwks, runtime, Server, TestKey};
+
+    #[test]
+    fn stale_set_served_while_the_provider_fails() {
+        let key = TestKey::generate("k1");
+        let server = Server::start();
+        server.route("/jwks", 200, &jwks(&[&key]));
+        let cache = JwksCache::with_ttl(
+            server.url("/jwks"),
+            Fetcher::new(None).expect("fetcher"),
+            Duration::ZERO,
+            Duration::from_secs(30),
+        );
+        let mut rt = runtime();
+        let kid = Some("k1");
+        rt.block_on(cache.keys_for(kid, Algorithm::ES256))
+            .expect("fetched");
+        server.route("/jwks", 500, "{}");
+        // Expired: one refresh attempt fails, the old set answers...
+        rt.block_on(cache.keys_for(kid, Algorithm::ES256))
+            .expect("stale set");
+        assert_eq!(server.hits("/jwks"), 2);
+        // ...and the next requests do not retry for a while.
+        rt.block_on(cache.keys_for(kid, Algorithm::ES256))
+            .expect("stale set");
+        assert_eq!(server.hits("/jwks"), 2);
+        // Keys of another family never match.
+        let r = rt.block_on(cache.keys_for(kid, Algorithm::RS256));
+        assert!(matches!(r, Err(JwksError::NoKey { .. })), "{r:?}");
+    }
+
+    #[test]
+    fn skips_keys_that_cannot_verify() {
+        let key = TestKey::generate("k1");
+        let doc = serde_json::json!({"keys": [
+            {"kty": "oct", "k": "c2VjcmV0", "kid": "hmac"},
+            {"kty": "RSA", "use": "enc", "n": "AQAB", "e": "AQAB", "kid": "enc"},
+            {"kty": "weird"},
+            key.jwk(),
+        ]});
+        let set = KeySet::parse(&doc).expect("parse");
+        assert_eq!(set.keys.len(), 1);
+        assert_eq!(set.candidates(Some("k1"), Algorithm::ES256).count(), 1);
+        assert_eq!(set.candidates(None, Algorithm::ES256).count(), 1);
+        assert_eq!(set.candidates(Some("hmac"), Algorithm::HS256).count(), 0);
+        assert!(KeySet::parse(&serde_json::json!({})).is_err());
     }
 }
