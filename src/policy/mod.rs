@@ -8,6 +8,8 @@
 
 pub mod compile;
 pub mod document;
+pub mod jwt;
+pub mod oidc;
 
 pub use compile::{CompiledPolicy, Decision, PolicyError, PreparedResponse};
 pub use document::TrafficPolicy;
