@@ -126,6 +126,22 @@ install_ngrok_sdk() {
 }
 step "install ngrok Python SDK" install_ngrok_sdk
 
+# The OpenID provider the OIDC end-to-end test runs (npm oidc-provider,
+# pinned in tests/oidc/package-lock.json).
+install_oidc_provider() {
+    if [ -d tests/oidc/node_modules/oidc-provider ]; then
+        echo "oidc-provider present"
+        return 0
+    fi
+    if ! have npm; then
+        local sudo=()
+        [ "$(id -u)" -ne 0 ] && sudo=(sudo)
+        DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -q --no-install-recommends nodejs npm
+    fi
+    npm ci --prefix tests/oidc --no-audit --no-fund --loglevel=error
+}
+step "install OIDC test provider" install_oidc_provider
+
 # ---------------------------------------------------------------- checks
 
 step "cargo fmt --check" cargo fmt --all -- --check

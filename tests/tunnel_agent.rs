@@ -298,3 +298,38 @@ fn agent_reconnects_after_an_edge_restart() {
         agent.stderr()
     );
 }
+
+#[test]
+fn deep_agent_names_get_dev_certificates_on_demand() {
+    let up = Upstream::start(Behaviour::Echo);
+    let edge = dev_edge("");
+    let (_agent, url) = Agent::start(
+        &edge,
+        &up.addr().port().to_string(),
+        &["--url", "https://a.b.deep.ringress.localhost"],
+    );
+    let (host, port) = url_host_port(&url);
+    assert_eq!(host, "a.b.deep.ringress.localhost");
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "10",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+        ])
+        .arg("--cacert")
+        .arg(dev_ca(&edge))
+        .args(["--resolve", &format!("{host}:{port}:127.0.0.1")])
+        .arg(format!("{url}/"))
+        .output()
+        .expect("run curl");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "200",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

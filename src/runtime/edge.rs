@@ -251,6 +251,7 @@ pub fn run(opts: EdgeOptions) -> Result<(), EdgeError> {
                 l,
                 crate::tls::server_config::worker_config(
                     shared.store.clone(),
+                    Some(shared.registry.clone()),
                     ticketer.clone(),
                     true,
                 )?,

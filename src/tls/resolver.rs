@@ -15,6 +15,7 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
 use crate::runtime::snapshot::SnapshotStore;
+use crate::tunnel::registry::Registry;
 
 /// Dev certificates issued on demand, at most this many.
 const DEV_CACHE_MAX: usize = 1024;
@@ -22,13 +23,16 @@ const DEV_CACHE_MAX: usize = 1024;
 #[derive(Debug)]
 pub struct SnapshotResolver {
     store: Arc<SnapshotStore>,
+    /// Agent endpoints (names bound by agents also get dev certificates).
+    tunnels: Option<Arc<Registry>>,
     dev_issued: Mutex<HashMap<String, Arc<CertifiedKey>>>,
 }
 
 impl SnapshotResolver {
-    pub fn new(store: Arc<SnapshotStore>) -> Self {
+    pub fn new(store: Arc<SnapshotStore>, tunnels: Option<Arc<Registry>>) -> Self {
         SnapshotResolver {
             store,
+            tunnels,
             dev_issued: Mutex::new(HashMap::new()),
         }
     }
@@ -36,7 +40,14 @@ impl SnapshotResolver {
     fn dev_issue(&self, name: &str) -> Option<Arc<CertifiedKey>> {
         let snap = self.store.load();
         let ca = snap.dev_ca.as_ref()?;
-        snap.https_routes.lookup(name)?;
+        let routed = snap.https_routes.lookup(name).is_some()
+            || self
+                .tunnels
+                .as_ref()
+                .is_some_and(|r| r.table().https.lookup(name).is_some());
+        if !routed {
+            return None;
+        }
         let mut cache = self.dev_issued.lock().ok()?;
         if let Some(k) = cache.get(name) {
             return Some(k.clone());

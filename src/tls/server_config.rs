@@ -8,6 +8,7 @@ use rustls::server::{ProducesTickets, ServerConfig, ServerSessionMemoryCache};
 
 use super::resolver::SnapshotResolver;
 use crate::runtime::snapshot::SnapshotStore;
+use crate::tunnel::registry::Registry;
 
 /// TLS 1.2 session IDs remembered per worker.
 const SESSION_CACHE: usize = 8192;
@@ -24,6 +25,7 @@ pub fn ticketer() -> Result<Arc<dyn ProducesTickets>, rustls::Error> {
 /// Builds a worker's configuration. `h2` decides whether `h2` is offered.
 pub fn worker_config(
     store: Arc<SnapshotStore>,
+    tunnels: Option<Arc<Registry>>,
     ticketer: Arc<dyn ProducesTickets>,
     h2: bool,
 ) -> Result<Arc<ServerConfig>, rustls::Error> {
@@ -31,7 +33,7 @@ pub fn worker_config(
     let mut cfg = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_no_client_auth()
-        .with_cert_resolver(Arc::new(SnapshotResolver::new(store)));
+        .with_cert_resolver(Arc::new(SnapshotResolver::new(store, tunnels)));
     cfg.alpn_protocols = if h2 {
         vec![ALPN_H2.to_vec(), ALPN_HTTP11.to_vec()]
     } else {
@@ -53,7 +55,7 @@ pub fn tunnel_config(
     store: Arc<SnapshotStore>,
     ticketer: Arc<dyn ProducesTickets>,
 ) -> Result<Arc<ServerConfig>, rustls::Error> {
-    let base = worker_config(store, ticketer, false)?;
+    let base = worker_config(store, None, ticketer, false)?;
     let mut cfg = (*base).clone();
     cfg.alpn_protocols.clear();
     Ok(Arc::new(cfg))

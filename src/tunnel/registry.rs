@@ -96,6 +96,14 @@ struct State {
     cookies: HashMap<String, String>,
 }
 
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry")
+            .field("generation", &self.generation())
+            .finish_non_exhaustive()
+    }
+}
+
 pub struct Registry {
     cfg: RegistryConfig,
     state: Mutex<State>,
@@ -266,17 +274,18 @@ impl Registry {
             Ok(o) => o,
             Err(e) => return bind_error(&format!("Invalid endpoint options: {e}"), 9034),
         };
-        let mut scheme =
-            match bind.proto.as_str() {
-                "" | "https" => Scheme::Https,
-                "http" => Scheme::Http,
-                other => return bind_error(
+        let mut scheme = match bind.proto.as_str() {
+            "" | "https" => Scheme::Https,
+            "http" => Scheme::Http,
+            other => {
+                return bind_error(
                     &format!(
                         "This edge serves http and https endpoints; {other:?} is not supported."
                     ),
                     9036,
-                ),
-            };
+                )
+            }
+        };
         let mut requested = String::new();
         let mut port = None;
         if !opts.url.is_empty() {
