@@ -459,7 +459,8 @@ impl Core {
                     st.handle_live = false;
                     self.accept_queue.retain(|x| *x != stream_id);
                 }
-                self.events.push_back(Event::StreamReset { stream_id, code });
+                self.events
+                    .push_back(Event::StreamReset { stream_id, code });
                 self.settle(stream_id);
             }
             Frame::WndInc {
@@ -526,7 +527,8 @@ impl Core {
         }
         let id = self.next_local_id as u32;
         self.next_local_id += 2;
-        self.streams.insert(id, StreamState::new(self.cfg.window, true));
+        self.streams
+            .insert(id, StreamState::new(self.cfg.window, true));
         self.open_count += 1;
         Poll::Ready(Ok(id))
     }
@@ -855,7 +857,12 @@ impl Core {
         if self.end.is_none() {
             tracing::debug!(error = %err, "muxado: session failed");
             let msg = err.to_string();
-            encode_goaway(&mut self.out, self.peer_ids.max(), err.code(), msg.as_bytes());
+            encode_goaway(
+                &mut self.out,
+                self.peer_ids.max(),
+                err.code(),
+                msg.as_bytes(),
+            );
             self.end_session(Err(err.clone()), true);
         }
         err

@@ -51,7 +51,10 @@ impl fmt::Debug for Session {
         let core = self.shared.core.try_borrow();
         f.debug_struct("Session")
             .field("role", &core.as_ref().map(|c| c.role()).ok())
-            .field("open_streams", &core.as_ref().map(|c| c.open_streams()).ok())
+            .field(
+                "open_streams",
+                &core.as_ref().map(|c| c.open_streams()).ok(),
+            )
             .finish()
     }
 }
@@ -66,7 +69,10 @@ impl Session {
         io: IO,
         role: Role,
         cfg: Config,
-    ) -> (Session, impl Future<Output = Result<(), MuxError>> + 'static)
+    ) -> (
+        Session,
+        impl Future<Output = Result<(), MuxError>> + 'static,
+    )
     where
         IO: AsyncReadRent + AsyncWriteRent + Split + 'static,
     {
@@ -375,12 +381,15 @@ impl AsyncWriteRent for Stream {
                 // SAFETY: IoVecBuf guarantees `read_iovec_len` valid iovecs
                 // at `read_iovec_ptr`, each pointing at readable bytes, while
                 // we own `buf`. Empty ones (maybe null) are skipped.
-                let iovs =
-                    unsafe { std::slice::from_raw_parts(buf.read_iovec_ptr(), buf.read_iovec_len()) };
+                let iovs = unsafe {
+                    std::slice::from_raw_parts(buf.read_iovec_ptr(), buf.read_iovec_len())
+                };
                 let parts: Vec<&[u8]> = iovs
                     .iter()
                     .filter(|v| v.iov_len > 0)
-                    .map(|v| unsafe { std::slice::from_raw_parts(v.iov_base as *const u8, v.iov_len) })
+                    .map(|v| unsafe {
+                        std::slice::from_raw_parts(v.iov_base as *const u8, v.iov_len)
+                    })
                     .collect();
                 shared
                     .core

@@ -11,7 +11,11 @@ pub enum MuxError {
     #[error("malformed frame: {0}")]
     Frame(#[from] FrameError),
     #[error("stream {stream_id}: DATA of {len} bytes beyond the receive window ({window} left)")]
-    FlowControl { stream_id: u32, len: u32, window: u32 },
+    FlowControl {
+        stream_id: u32,
+        len: u32,
+        window: u32,
+    },
     #[error("stream {0}: SYN with the wrong parity")]
     WrongParity(u32),
     #[error("stream {0}: SYN on an id that is in use or was used before")]

@@ -98,7 +98,8 @@ impl FrameHeader {
     /// are an error (we never skip frames we do not understand).
     pub fn parse(bytes: &[u8; HEADER_LEN]) -> Result<FrameHeader, FrameError> {
         let len = u32::from_be_bytes([0, bytes[0], bytes[1], bytes[2]]);
-        let ty = FrameType::from_nibble(bytes[3] >> 4).ok_or(FrameError::UnknownType(bytes[3] >> 4))?;
+        let ty =
+            FrameType::from_nibble(bytes[3] >> 4).ok_or(FrameError::UnknownType(bytes[3] >> 4))?;
         let stream_id =
             u32::from_be_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]) & STREAM_ID_MASK;
         Ok(FrameHeader {
@@ -380,13 +381,19 @@ impl Decoder {
             }
             FrameType::Rst | FrameType::WndInc => {
                 if h.len as usize != WORD {
-                    return Err(FrameError::BadLength { ty: h.ty, len: h.len });
+                    return Err(FrameError::BadLength {
+                        ty: h.ty,
+                        len: h.len,
+                    });
                 }
             }
             FrameType::GoAway => {
                 if !self.lenient_goaway {
                     if (h.len as usize) < GOAWAY_FIXED {
-                        return Err(FrameError::BadLength { ty: h.ty, len: h.len });
+                        return Err(FrameError::BadLength {
+                            ty: h.ty,
+                            len: h.len,
+                        });
                     }
                     if h.stream_id != 0 {
                         return Err(FrameError::GoAwayStreamId(h.stream_id));

@@ -90,7 +90,10 @@ fn byte3_values_for_each_type_and_flag() {
     };
     assert_eq!(byte3(&|o| encode_data(o, 3, FLAG_SYN, b"")), 0x12);
     assert_eq!(byte3(&|o| encode_data(o, 3, FLAG_FIN, b"")), 0x11);
-    assert_eq!(byte3(&|o| encode_data(o, 3, FLAG_SYN | FLAG_FIN, b"")), 0x13);
+    assert_eq!(
+        byte3(&|o| encode_data(o, 3, FLAG_SYN | FLAG_FIN, b"")),
+        0x13
+    );
     assert_eq!(byte3(&|o| encode_data(o, 3, 0, b"x")), 0x10);
     assert_eq!(byte3(&|o| encode_wndinc(o, 3, 1)), 0x20);
     assert_eq!(byte3(&|o| encode_rst(o, 3, ErrorCode::None)), 0x00);
@@ -101,7 +104,10 @@ fn byte3_values_for_each_type_and_flag() {
 fn goaway_encodes_length_eight_plus_message() {
     let mut out = Vec::new();
     encode_goaway(&mut out, 7, ErrorCode::Protocol, b"bye");
-    assert_eq!(out, hex("00 00 0b 30 00 00 00 00 00 00 00 07 00 00 00 01 62 79 65"));
+    assert_eq!(
+        out,
+        hex("00 00 0b 30 00 00 00 00 00 00 00 07 00 00 00 01 62 79 65")
+    );
     assert_eq!(
         decode_one(&client_side(), &out),
         Frame::GoAway {
@@ -115,7 +121,12 @@ fn goaway_encodes_length_eight_plus_message() {
 #[test]
 fn goaway_message_is_capped() {
     let mut out = Vec::new();
-    encode_goaway(&mut out, 1, ErrorCode::None, &vec![b'x'; MAX_GOAWAY_MESSAGE + 10]);
+    encode_goaway(
+        &mut out,
+        1,
+        ErrorCode::None,
+        &vec![b'x'; MAX_GOAWAY_MESSAGE + 10],
+    );
     assert_eq!(out.len(), HEADER_LEN + 8 + MAX_GOAWAY_MESSAGE);
 }
 
@@ -157,7 +168,11 @@ fn partial_input_needs_more() {
     encode_data(&mut out, 3, 0, b"hello");
     let d = server_side();
     for cut in 0..out.len() {
-        assert_eq!(d.decode(&out[..cut]).unwrap(), Decoded::NeedMore, "cut {cut}");
+        assert_eq!(
+            d.decode(&out[..cut]).unwrap(),
+            Decoded::NeedMore,
+            "cut {cut}"
+        );
     }
 }
 
@@ -185,17 +200,26 @@ fn rst_and_wndinc_need_length_four() {
 #[test]
 fn zero_wndinc_is_an_error() {
     let buf = hex("00 00 04 20 00 00 00 05 00 00 00 00");
-    assert_eq!(server_side().decode(&buf), Err(FrameError::ZeroIncrement(5)));
+    assert_eq!(
+        server_side().decode(&buf),
+        Err(FrameError::ZeroIncrement(5))
+    );
     // only 31 bits count
     let buf = hex("00 00 04 20 00 00 00 05 80 00 00 00");
-    assert_eq!(server_side().decode(&buf), Err(FrameError::ZeroIncrement(5)));
+    assert_eq!(
+        server_side().decode(&buf),
+        Err(FrameError::ZeroIncrement(5))
+    );
 }
 
 #[test]
 fn zero_stream_id_is_an_error_except_goaway() {
     for ty in [0x00u8, 0x10, 0x20] {
         let buf = [0, 0, 4, ty, 0, 0, 0, 0, 0, 0, 0, 1];
-        assert!(matches!(server_side().decode(&buf), Err(FrameError::ZeroStreamId(_))));
+        assert!(matches!(
+            server_side().decode(&buf),
+            Err(FrameError::ZeroStreamId(_))
+        ));
     }
 }
 
@@ -227,7 +251,10 @@ fn data_length_is_limited_to_the_window() {
     );
     // a huge announced length is rejected on the header alone
     let huge = [0xff, 0xff, 0xff, 0x10, 0, 0, 0, 3];
-    assert!(matches!(d.decode(&huge), Err(FrameError::DataTooLarge { .. })));
+    assert!(matches!(
+        d.decode(&huge),
+        Err(FrameError::DataTooLarge { .. })
+    ));
 }
 
 #[test]
@@ -235,10 +262,16 @@ fn goaway_from_a_server_needs_eight_bytes() {
     let buf = hex("00 00 07 30 00 00 00 00 00 00 00 00 00 00 00");
     assert!(matches!(
         client_side().decode(&buf),
-        Err(FrameError::BadLength { ty: FrameType::GoAway, len: 7 })
+        Err(FrameError::BadLength {
+            ty: FrameType::GoAway,
+            len: 7
+        })
     ));
     let buf = hex("00 00 08 30 00 00 00 01 00 00 00 00 00 00 00 00");
-    assert_eq!(client_side().decode(&buf), Err(FrameError::GoAwayStreamId(1)));
+    assert_eq!(
+        client_side().decode(&buf),
+        Err(FrameError::GoAwayStreamId(1))
+    );
 }
 
 #[test]
