@@ -420,5 +420,28 @@ async fn one_write_is_one_frame_on_the_wire() {
         assert_eq!(&rest[12..16], &ErrorCode::Protocol.as_u32().to_be_bytes());
     })
     .await;
+    drop(raw); // ends our lingering close at once
     assert!(matches!(within(5, ended).await, Err(MuxError::Frame(_))));
+}
+
+#[monoio::test(enable_timer = true)]
+async fn goaway_to_a_peer_that_does_not_read_still_ends() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (peer, accepted) = monoio::join!(TcpStream::connect_addr(addr), listener.accept());
+    let _peer = peer.unwrap(); // never reads, never closes
+    let (server, fut) = Session::new(accepted.unwrap().0, Role::Server, Config::default());
+    let ended = monoio::spawn(fut);
+    // fill the socket buffers so that the writer blocks
+    for _ in 0..64 {
+        let mut s = server.open().await.unwrap();
+        monoio::spawn(async move {
+            let _ = write_all(&mut s, vec![0u8; DEFAULT_WINDOW as usize]).await;
+            s
+        });
+    }
+    monoio::time::sleep(Duration::from_millis(200)).await;
+    server.goaway(ErrorCode::None, "bye");
+    // bounded final flush plus bounded linger
+    within(8, ended).await.unwrap();
 }
