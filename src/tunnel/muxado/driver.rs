@@ -30,9 +30,11 @@ use super::frame::ErrorCode;
 const READ_CHUNK: usize = 64 * 1024;
 /// Write buffers bigger than this are not kept between writes.
 const WRITE_BUF_KEEP: usize = 1024 * 1024;
-/// Longest we keep writing (GOAWAY, last frames) or shutting down once the
-/// session has ended.
+/// Longest we keep writing (GOAWAY, last frames) and shutting down once
+/// the session has ended.
 const FINAL_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+/// Longest we wait for the peer to close after our side has finished.
+const LINGER_TIMEOUT: Duration = Duration::from_secs(2);
 
 struct Shared {
     core: RefCell<Core>,
@@ -150,21 +152,54 @@ where
         let mut reader = pin!(read_loop(rd, shared.clone()));
         let mut writer = pin!(write_loop(wr, shared.clone()));
         let mut reader_done = false;
+        let mut writer_done = false;
+        // 1. The session runs until it ends.
         poll_fn(|cx| {
-            {
-                let mut core = shared.core.borrow_mut();
-                core.set_driver_waker(cx.waker());
-                if core.must_stop_now() {
-                    return Poll::Ready(());
-                }
+            if stop_now(&shared, cx) {
+                return Poll::Ready(());
             }
             if !reader_done && reader.as_mut().poll(cx).is_ready() {
                 reader_done = true;
             }
-            // the writer returns once the session ended and output is out
-            writer.as_mut().poll(cx)
+            if writer.as_mut().poll(cx).is_ready() {
+                writer_done = true;
+                return Poll::Ready(());
+            }
+            if shared.core.borrow().is_ended() {
+                return Poll::Ready(());
+            }
+            Poll::Pending
         })
         .await;
+        // 2. Ended: the writer writes what is left (GOAWAY included) and
+        // shuts the connection down, within a bounded time.
+        if !writer_done {
+            let flush = poll_fn(|cx| {
+                if stop_now(&shared, cx) {
+                    return Poll::Ready(());
+                }
+                if !reader_done && reader.as_mut().poll(cx).is_ready() {
+                    reader_done = true;
+                }
+                writer.as_mut().poll(cx)
+            });
+            writer_done = monoio::time::timeout(FINAL_FLUSH_TIMEOUT, flush)
+                .await
+                .is_ok();
+        }
+        // 3. Lingering close: keep reading (and discarding) until the peer
+        // closes too, so that closing with unread input does not turn into
+        // a TCP RST that could destroy our GOAWAY before the peer reads it.
+        // Pointless if the output could not be written.
+        if writer_done && !reader_done && !shared.core.borrow().must_stop_now() {
+            let linger = poll_fn(|cx| {
+                if stop_now(&shared, cx) {
+                    return Poll::Ready(());
+                }
+                reader.as_mut().poll(cx)
+            });
+            let _ = monoio::time::timeout(LINGER_TIMEOUT, linger).await;
+        }
     }
     let result = shared.core.borrow().end_result().unwrap_or(Ok(()));
     match &result {
@@ -174,6 +209,15 @@ where
     result
 }
 
+/// Registers the session task's waker and tells whether to stop all I/O.
+fn stop_now(shared: &Shared, cx: &mut Context<'_>) -> bool {
+    let mut core = shared.core.borrow_mut();
+    core.set_driver_waker(cx.waker());
+    core.must_stop_now()
+}
+
+/// Reads and decodes until EOF or error. Once the session has ended
+/// gracefully it keeps reading and discards everything (lingering close).
 async fn read_loop<R: AsyncReadRent>(mut rd: R, shared: Rc<Shared>) {
     let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
     loop {
@@ -195,32 +239,39 @@ async fn read_loop<R: AsyncReadRent>(mut rd: R, shared: Rc<Shared>) {
                 return;
             }
         }
+        if core.is_ended() {
+            if core.must_stop_now() {
+                return;
+            }
+            buf.clear();
+            continue;
+        }
         match core.receive(&buf) {
             Ok(consumed) => {
                 buf.drain(..consumed);
             }
-            Err(_) => return,
+            Err(_) => buf.clear(),
         }
         while let Some(event) = core.poll_event() {
             tracing::trace!(?event, "muxado event");
         }
-        if core.is_ended() {
-            return;
-        }
     }
 }
 
+/// Writes queued output until the session has ended and everything is
+/// out, then shuts the connection down. `run` bounds the time this takes
+/// once the session has ended.
 async fn write_loop<W: AsyncWriteRent>(mut wr: W, shared: Rc<Shared>) {
     let mut buf: Vec<u8> = Vec::new();
     loop {
         // Woken through the driver waker, which `run` registers each poll.
-        let ended = poll_fn(|_| {
+        poll_fn(|_| {
             let mut core = shared.core.borrow_mut();
             if core.has_output() {
                 core.swap_output(&mut buf);
-                Poll::Ready(core.is_ended())
+                Poll::Ready(())
             } else if core.is_ended() {
-                Poll::Ready(true)
+                Poll::Ready(())
             } else {
                 Poll::Pending
             }
@@ -229,25 +280,18 @@ async fn write_loop<W: AsyncWriteRent>(mut wr: W, shared: Rc<Shared>) {
         if buf.is_empty() {
             break;
         }
-        let (res, back) = if ended {
-            match monoio::time::timeout(FINAL_FLUSH_TIMEOUT, wr.write_all(buf)).await {
-                Ok(r) => r,
-                Err(_) => break,
-            }
-        } else {
-            wr.write_all(buf).await
-        };
+        let (res, back) = wr.write_all(buf).await;
         buf = back;
         if let Err(e) = res {
             shared.core.borrow_mut().io_error(e);
-            break;
+            return;
         }
         buf.clear();
         if buf.capacity() > WRITE_BUF_KEEP {
             buf = Vec::new();
         }
     }
-    let _ = monoio::time::timeout(FINAL_FLUSH_TIMEOUT, wr.shutdown()).await;
+    let _ = wr.shutdown().await;
 }
 
 /// One muxado stream. Reading returns `Ok(0)` after the peer's FIN and an

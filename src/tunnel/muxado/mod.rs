@@ -22,7 +22,10 @@
 //!    write per wakeup), both in the same task. [`Stream`] implements
 //!    monoio's owned-buffer read/write traits; tasks sleep on wakers kept
 //!    in the core (single thread: `Rc<RefCell<Core>>`, no borrow across an
-//!    await).
+//!    await). After a graceful end (GOAWAY, protocol error, EOF) the last
+//!    frames are flushed within 2 s, then the connection lingers up to 2 s
+//!    for the peer to close; [`Session::close`] stops at once. The runtime
+//!    needs its timer enabled.
 //!
 //! Ids: clients open odd ids from 3, servers even ids from 2; SYN rides on
 //! a stream's first DATA frame. A stream counts against
