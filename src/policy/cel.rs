@@ -89,8 +89,18 @@ impl Expr {
     /// functions. The error is the reason, for a located `PolicyError`.
     pub fn compile(source: &str) -> Result<Expr, String> {
         let rewritten = rewrite_url_members(source);
-        let program = Program::compile(&rewritten)
-            .map_err(|e| format!("CEL parse error in {source:?}: {e}"))?;
+        // The parser panics on some malformed input instead of failing:
+        // contain it (this runs at load, on the control thread).
+        let parsed = std::panic::catch_unwind(|| Program::compile(&rewritten));
+        let program = match parsed {
+            Ok(Ok(p)) => p,
+            Ok(Err(e)) => return Err(format!("CEL parse error in {source:?}: {e}")),
+            Err(_) => {
+                return Err(format!(
+                    "CEL parse error in {source:?}: malformed expression"
+                ))
+            }
+        };
         let refs = program.references();
         let mut needs = Needs::NONE;
         for v in refs.variables() {
@@ -130,10 +140,20 @@ impl Expr {
     }
 
     pub fn eval(&self, scope: &Context<'_>) -> Result<Value, EvalError> {
-        self.program.execute(scope).map_err(|e| EvalError {
-            expr: self.source.to_string(),
-            reason: e.to_string(),
-        })
+        // A panic inside the interpreter must not take the connection
+        // down with it: it becomes ERR_NGROK_3900 like any other failure.
+        let run =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.program.execute(scope)));
+        match run {
+            Ok(r) => r.map_err(|e| EvalError {
+                expr: self.source.to_string(),
+                reason: e.to_string(),
+            }),
+            Err(_) => Err(EvalError {
+                expr: self.source.to_string(),
+                reason: "the CEL interpreter failed".into(),
+            }),
+        }
     }
 
     /// Evaluates a rule expression: it must be a boolean.

@@ -175,7 +175,7 @@ fn hmac1(key: &[u8], body: &[u8]) -> [u8; 20] {
 
 fn hex_decode(s: &str) -> Option<Vec<u8>> {
     let s = s.trim();
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len())
