@@ -712,3 +712,95 @@ fn cel_variables_coverage() {
         "GET|https://app.example.com:8443/a%20b?q=1&q=2|https|app.example.com|8443|/a b|q=1&q=2|/a%20b|app.example.com|two|1|abc|0|HTTP/1.1|203.0.113.7|40000|443|https://app.example.com|app.example.com|443|https|1|abc|true|true|true"
     );
 }
+
+/// Counts allocations made by the current thread while enabled.
+mod counting {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+
+    pub struct Counting;
+
+    thread_local! {
+        static ON: Cell<bool> = const { Cell::new(false) };
+        static COUNT: Cell<usize> = const { Cell::new(0) };
+    }
+
+    // SAFETY: forwards to the system allocator unchanged.
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+            if ON.with(Cell::get) {
+                COUNT.with(|c| c.set(c.get() + 1));
+            }
+            // SAFETY: same contract as the caller's.
+            unsafe { System.alloc(l) }
+        }
+        unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+            // SAFETY: same contract as the caller's.
+            unsafe { System.dealloc(p, l) }
+        }
+        unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
+            if ON.with(Cell::get) {
+                COUNT.with(|c| c.set(c.get() + 1));
+            }
+            // SAFETY: same contract as the caller's.
+            unsafe { System.realloc(p, l, n) }
+        }
+    }
+
+    /// Allocations `f` makes on this thread.
+    pub fn count(f: impl FnOnce()) -> usize {
+        COUNT.with(|c| c.set(0));
+        ON.with(|o| o.set(true));
+        f();
+        ON.with(|o| o.set(false));
+        COUNT.with(Cell::get)
+    }
+}
+
+#[global_allocator]
+static ALLOC: counting::Counting = counting::Counting;
+
+#[test]
+fn static_header_policy_allocates_nothing_per_request_once_warm() {
+    let ep = endpoint_with("on_http_request:\n  - actions:\n      - type: add-headers\n        config: {headers: {x-a: '1'}}\n  - actions:\n      - type: add-headers\n        config: {headers: {x-b: '2'}}\n  - actions:\n      - type: remove-headers\n        config: {headers: [x-drop]}\n");
+    let raw = get("/", "X-Drop: 1\r\n");
+    let mut head = RequestHead::new();
+    assert_eq!(head.parse(raw.as_bytes(), 1 << 20), Ok(true));
+    let c = conn("192.0.2.1");
+    let info = RequestInfo {
+        buf: raw.as_bytes(),
+        head: &head,
+        scheme: Scheme::Https,
+        version: "HTTP/1.1",
+        host: "app.example.com",
+        conn: &c,
+    };
+    let mut ex = Exchange::new();
+    let mut out = Vec::with_capacity(4096);
+    let mut up = Vec::with_capacity(4096);
+    let fi = ForwardInfo {
+        client_ip: "192.0.2.1",
+        proto: "https",
+    };
+    let lookup = |_: &str| None;
+    let mut once = || {
+        ex.reset();
+        out.clear();
+        up.clear();
+        let o = pipeline::on_http_request_now(
+            &ep,
+            &info,
+            None,
+            &lookup,
+            &mut ex,
+            ReplyStyle::default(),
+            &mut out,
+        );
+        assert!(matches!(o, RequestOutcome::Forward(None)));
+        encode_request_head_edited(raw.as_bytes(), &head, &fi, Some(&ex.req), &mut up);
+    };
+    once();
+    let n = counting::count(&mut once);
+    assert_eq!(n, 0, "allocations per request after the first");
+    assert!(String::from_utf8_lossy(&up).contains("x-a: 1\r\nx-b: 2\r\n"));
+}
