@@ -102,17 +102,17 @@ fn unknown_policy_action_fails_check() {
 }
 
 #[test]
-fn policy_expressions_fail_check() {
+fn policy_expression_syntax_error_fails_check() {
     assert_check_fails(
-        "[[endpoints]]\nurl = \"http://a.example.com\"\ntraffic_policy = { on_http_request = [ { expressions = [\"req.url.path == '/x'\"], actions = [ { type = \"custom-response\", config = { status_code = 200, body = \"x\" } } ] } ] }\n",
+        "[[endpoints]]\nurl = \"http://a.example.com\"\ntraffic_policy = { on_http_request = [ { expressions = [\"req.url.path ==\"], actions = [ { type = \"custom-response\", config = { status_code = 200, body = \"x\" } } ] } ] }\n",
         &["expressions"],
     );
 }
 
 #[test]
-fn policy_phase_other_than_on_http_request_fails_check() {
+fn policy_action_in_a_phase_ngrok_does_not_allow_fails_check() {
     assert_check_fails(
-        "[[endpoints]]\nurl = \"http://a.example.com\"\ntraffic_policy = { on_http_response = [ { actions = [ { type = \"custom-response\", config = { status_code = 200, body = \"x\" } } ] } ] }\n",
+        "[[endpoints]]\nurl = \"http://a.example.com\"\nupstream = \"http://127.0.0.1:9000\"\ntraffic_policy = { on_http_response = [ { actions = [ { type = \"redirect\", config = { to = \"/x\" } } ] } ] }\n",
         &["on_http_response"],
     );
 }

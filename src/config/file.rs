@@ -101,6 +101,9 @@ struct FileEndpoint {
     url: String,
     upstream: Option<String>,
     traffic_policy: Option<TrafficPolicy>,
+    /// A YAML or JSON policy document (relative paths from the working
+    /// directory), instead of the inline `traffic_policy`.
+    traffic_policy_file: Option<PathBuf>,
 }
 
 /// Where the edge listens when neither the file nor a flag says.
@@ -351,7 +354,17 @@ fn validate(file: FileConfig, mode: LoadMode) -> Result<EdgeConfig, ConfigError>
             .as_deref()
             .map(|u| UpstreamUrl::parse(&e.url, u))
             .transpose()?;
-        if upstream.is_none() && e.traffic_policy.is_none() {
+        let traffic_policy = match (e.traffic_policy, &e.traffic_policy_file) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::Endpoint {
+                    url: e.url,
+                    reason: "set traffic_policy or traffic_policy_file, not both".into(),
+                })
+            }
+            (inline, None) => inline,
+            (None, Some(path)) => Some(read_policy_file(&e.url, path)?),
+        };
+        if upstream.is_none() && traffic_policy.is_none() {
             return Err(ConfigError::Endpoint {
                 url: e.url,
                 reason: "needs an upstream or a traffic_policy that answers requests".into(),
@@ -360,7 +373,7 @@ fn validate(file: FileConfig, mode: LoadMode) -> Result<EdgeConfig, ConfigError>
         endpoints.push(EndpointConfig {
             url,
             upstream,
-            traffic_policy: e.traffic_policy,
+            traffic_policy,
         });
     }
     let https_needed = mode.dev
@@ -383,6 +396,21 @@ fn validate(file: FileConfig, mode: LoadMode) -> Result<EdgeConfig, ConfigError>
         settings: Settings { timeouts, limits },
         endpoints,
     })
+}
+
+/// Reads a traffic policy document (YAML or JSON) named by an endpoint.
+fn read_policy_file(url: &str, path: &Path) -> Result<TrafficPolicy, ConfigError> {
+    let err = |reason: String| ConfigError::Endpoint {
+        url: url.to_owned(),
+        reason,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        err(format!(
+            "cannot read traffic_policy_file {}: {e}",
+            path.display()
+        ))
+    })?;
+    TrafficPolicy::parse(&text).map_err(|e| err(format!("{}: {e}", path.display())))
 }
 
 #[cfg(test)]
@@ -408,6 +436,47 @@ traffic_policy = { on_http_request = [ { actions = [ { type = "custom-response",
         assert_eq!(c.workers, 2);
         assert_eq!(c.endpoints.len(), 2);
         assert_eq!(c.settings.timeouts.client_idle, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn traffic_policy_file_yaml_and_json() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let yaml = dir.path().join("p.yml");
+        std::fs::write(
+            &yaml,
+            "on_http_request:\n  - actions:\n      - type: custom-response\n        config:\n          body: hi\n",
+        )
+        .expect("write");
+        let json = dir.path().join("p.json");
+        std::fs::write(
+            &json,
+            r#"{"on_http_request":[{"actions":[{"type":"deny"}]}]}"#,
+        )
+        .expect("write");
+        for p in [&yaml, &json] {
+            let c = parse_str(&format!(
+                "[[endpoints]]\nurl = \"http://a.example.com\"\ntraffic_policy_file = {:?}\n",
+                p.display().to_string()
+            ))
+            .expect("valid");
+            assert_eq!(
+                c.endpoints[0]
+                    .traffic_policy
+                    .as_ref()
+                    .map(|t| t.on_http_request.len()),
+                Some(1)
+            );
+        }
+        let e = parse_str("[[endpoints]]\nurl = \"http://a.example.com\"\ntraffic_policy_file = \"/nonexistent.yml\"\n")
+            .expect_err("missing file");
+        assert!(e.to_string().contains("traffic_policy_file"), "{e}");
+        std::fs::write(&yaml, "on_http_requests: []\n").expect("write");
+        let e = parse_str(&format!(
+            "[[endpoints]]\nurl = \"http://a.example.com\"\ntraffic_policy_file = {:?}\n",
+            yaml.display().to_string()
+        ))
+        .expect_err("typo");
+        assert!(e.to_string().contains("on_http_requests"), "{e}");
     }
 
     #[test]

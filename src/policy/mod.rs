@@ -1,15 +1,37 @@
-//! Traffic policy: ngrok's policy document shape, validated and compiled
-//! once at load into an immutable form that lives in the route snapshot.
+//! Traffic policy: ngrok's policy documents (YAML, JSON or TOML inline),
+//! validated and compiled once at load into an immutable form that lives
+//! in the route snapshot, then evaluated per connection, request and
+//! response by the drivers in `proxy`.
 //!
-//! This is the pipeline's plug-in point for the `on_http_request` phase.
-//! Only `custom-response` is implemented so far; every other action, and
-//! CEL expressions, are refused at load with a message naming the rule,
-//! the action and the field, never at request time.
+//! Layout: `document` (the shape users write), `cel` and `template` (CEL
+//! expressions and `${...}` interpolation), `request` (the facts a policy
+//! reads), `exchange` (per-exchange state and edits), `actions` (one
+//! module per action), `compile` (load-time checks, the rule loop),
+//! `pipeline` (the entry points drivers call), `reply` (edge-made
+//! responses).
+//!
+//! An invalid document is refused where it is attached, with a message
+//! naming the phase, rule, action and field; a request never meets a
+//! load-time error. Runtime failures become ERR_NGROK_3900/3901 replies.
 
+pub mod actions;
+pub mod cel;
 pub mod compile;
 pub mod document;
+pub mod engine;
+pub mod exchange;
 pub mod jwt;
 pub mod oidc;
+pub mod pipeline;
+pub mod reply;
+pub mod request;
+pub mod template;
 
-pub use compile::{CompiledPolicy, Decision, PolicyError, PreparedResponse};
+pub use compile::{CompiledPolicy, PolicyError};
 pub use document::TrafficPolicy;
+pub use exchange::{Encoding, Exchange};
+pub use pipeline::{
+    on_http_request, on_http_response, on_tcp_connect, RequestOutcome, ResponseOutcome,
+};
+pub use reply::{PreparedResponse, ReplyStyle};
+pub use request::{ConnInfo, RequestInfo, ResponseInfo, TlsInfo};

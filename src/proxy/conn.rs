@@ -20,13 +20,16 @@ use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, Split, Splita
 use tracing::debug;
 
 use super::error_page::{self, EdgeError};
-use super::headers::{encode_request_head, encode_response_head, ClientConn, ForwardInfo};
+use super::headers::{
+    encode_request_head_edited, encode_response_head, encode_response_head_edited, ClientConn,
+    ForwardInfo,
+};
 use super::io::{read_append, write_all, write_prefix, IoFail};
 use super::upstream::{self, ClientInfo, Target};
 use super::upstream_stream::UpStream;
 use crate::config::Settings;
 use crate::http1::{BodyDecoder, Framing, Method, ParseError, RequestHead, ResponseHead};
-use crate::policy::Decision;
+use crate::policy::{self, RequestOutcome, ResponseOutcome};
 use crate::route::{normalize_host, Endpoint, RouteTable, Scheme};
 use crate::runtime::snapshot::Snapshot;
 use crate::runtime::worker::WorkerCtx;
@@ -58,6 +61,18 @@ struct Conn<S> {
     /// stale, and an error reply must close the connection.
     head_consumed: bool,
     ctx: Rc<WorkerCtx>,
+    /// Traffic policy state of the current exchange.
+    policy: policy::Exchange,
+    conn_info: policy::ConnInfo,
+    /// The endpoint whose on_tcp_connect phase this connection passed.
+    tcp_passed: Option<Arc<Endpoint>>,
+}
+
+/// What the request policy left to do.
+enum PolicyStep {
+    /// Forward; to this endpoint's upstream after a forward-internal.
+    Forward(Option<Arc<Endpoint>>),
+    Done(Next),
 }
 
 /// What happens to the client connection after an exchange.
@@ -92,6 +107,13 @@ where
         json: false,
         head_consumed: false,
         ctx,
+        policy: policy::Exchange::new(),
+        conn_info: policy::ConnInfo {
+            client: Some(peer),
+            server_port: 0,
+            tls: None,
+        },
+        tcp_passed: None,
     };
     loop {
         let snap = conn.ctx.snapshots.get();
@@ -221,7 +243,9 @@ where
         };
         let tunnels = self.ctx.tunnels.table();
         let agent_routes = tunnels.routes(self.scheme);
-        let Some(endpoint) = RouteTable::lookup_either(routes, agent_routes, &self.host).cloned()
+        let Some(endpoint) = RouteTable::lookup_either(routes, agent_routes, &self.host)
+            .filter(|e| !policy::pipeline::is_internal(e))
+            .cloned()
         else {
             let detail = format!("No endpoint is online for {}.", self.host);
             return self
@@ -242,26 +266,160 @@ where
             }
         }
         // Phase: on_http_request.
-        if let Some(policy) = &endpoint.policy {
-            if let Decision::Respond(r) = policy.on_http_request() {
-                let close = !self.can_keep_after_own_reply();
-                self.wbuf.clear();
-                self.wbuf.extend_from_slice(&r.head);
-                if close {
-                    self.wbuf.extend_from_slice(b"connection: close\r\n");
-                }
-                self.wbuf.extend_from_slice(b"\r\n");
-                if self.req.method() != Method::Head {
-                    self.wbuf.extend_from_slice(&r.body);
-                }
-                return self.finish_own_reply(close, settings).await;
+        self.policy.reset();
+        let mut target = None;
+        if endpoint.policy.is_some() {
+            match self.request_policy(&endpoint, snap).await {
+                PolicyStep::Forward(t) => target = t,
+                PolicyStep::Done(next) => return next,
             }
         }
-        match Target::of(&endpoint) {
-            Some(target) => self.forward(&endpoint, target, settings).await,
+        let chosen = target.as_ref().unwrap_or(&endpoint);
+        match Target::of(chosen) {
+            Some(t) => self.forward(&endpoint, t, settings).await,
             None => {
                 self.reply_error(EdgeError::NO_ENDPOINT, "", true, settings)
                     .await
+            }
+        }
+    }
+
+    /// Runs the endpoint's on_tcp_connect (once per connection and
+    /// endpoint) and on_http_request phases, buffering the request body
+    /// first when an action needs it.
+    async fn request_policy(
+        &mut self,
+        endpoint: &Arc<Endpoint>,
+        snap: &Arc<Snapshot>,
+    ) -> PolicyStep {
+        let settings = &snap.settings;
+        let Some(compiled) = &endpoint.policy else {
+            return PolicyStep::Forward(None);
+        };
+        self.conn_info.server_port =
+            authority_port(self.req.authority.get(&self.rbuf), self.scheme);
+        if compiled.has_tcp_connect()
+            && !self
+                .tcp_passed
+                .as_ref()
+                .is_some_and(|e| Arc::ptr_eq(e, endpoint))
+        {
+            if !policy::on_tcp_connect(endpoint, &self.conn_info, &mut self.policy).await {
+                debug!(endpoint = %endpoint.url, "on_tcp_connect closed the connection");
+                return PolicyStep::Done(Next::Abort);
+            }
+            self.tcp_passed = Some(endpoint.clone());
+            self.policy.reset();
+        }
+        if !compiled.has_http_request() && !compiled.has_http_response() {
+            return PolicyStep::Forward(None);
+        }
+        let body = match compiled.body_limit() {
+            Some(limit) => match self.buffer_body(limit, settings).await {
+                Ok(b) => Some(b),
+                Err(next) => return PolicyStep::Done(next),
+            },
+            None => None,
+        };
+        let style = policy::ReplyStyle {
+            json: self.json,
+            close: !self.can_keep_after_own_reply(),
+            head_request: self.req.method() == Method::Head,
+        };
+        self.wbuf.clear();
+        let info = policy::RequestInfo {
+            buf: &self.rbuf,
+            head: &self.req,
+            scheme: self.scheme,
+            version: "HTTP/1.1",
+            host: &self.host,
+            conn: &self.conn_info,
+        };
+        let body_bytes = body.as_ref().map(|b| b.bytes(&self.rbuf));
+        let lookup = |url: &str| policy::pipeline::internal_lookup(snap, url);
+        let outcome = policy::on_http_request(
+            endpoint,
+            &info,
+            body_bytes,
+            &lookup,
+            &mut self.policy,
+            style,
+            &mut self.wbuf,
+        )
+        .await;
+        match outcome {
+            RequestOutcome::Forward(t) => PolicyStep::Forward(t),
+            RequestOutcome::Replied => {
+                PolicyStep::Done(self.finish_own_reply(style.close, settings).await)
+            }
+            RequestOutcome::Close => PolicyStep::Done(Next::Abort),
+        }
+    }
+
+    /// Reads the whole request body into `rbuf` (after the head), up to
+    /// `limit` decoded bytes, for actions that verify it. The bytes stay
+    /// where they are, so forwarding sends them unchanged.
+    async fn buffer_body(
+        &mut self,
+        limit: usize,
+        settings: &Settings,
+    ) -> Result<BufferedBody, Next> {
+        if self.req.expect_continue && self.req.framing != Framing::None {
+            let (res, _) = write_all(
+                &mut self.client,
+                b"HTTP/1.1 100 Continue\r\n\r\n".to_vec(),
+                settings.timeouts.client_idle,
+            )
+            .await;
+            if res.is_err() {
+                return Err(Next::Abort);
+            }
+            self.req.expect_continue = false;
+        }
+        let mut dec = BodyDecoder::new(self.req.framing);
+        let mut scanned = self.req.head_len;
+        let mut decoded = Vec::new();
+        let chunked = self.req.framing == Framing::Chunked;
+        loop {
+            let mut ranges = Vec::new();
+            let n = match dec.scan_with(&self.rbuf[scanned..], |r| ranges.push(r), |_| {}) {
+                Ok(n) => n,
+                Err(e) => {
+                    return Err(self
+                        .reply_error(EdgeError::protocol(e), "", true, settings)
+                        .await)
+                }
+            };
+            if chunked {
+                for r in ranges {
+                    decoded.extend_from_slice(&self.rbuf[scanned + r.start..scanned + r.end]);
+                }
+            }
+            scanned += n;
+            let size = if chunked {
+                decoded.len()
+            } else {
+                scanned - self.req.head_len
+            };
+            if size > limit {
+                return Err(self
+                    .reply_error(policy::reply::codes::BODY_TOO_LARGE, "", true, settings)
+                    .await);
+            }
+            if dec.is_done() {
+                return Ok(if chunked {
+                    BufferedBody::Decoded(decoded)
+                } else {
+                    BufferedBody::InPlace(self.req.head_len..scanned)
+                });
+            }
+            let buf = std::mem::take(&mut self.rbuf);
+            let (res, buf) =
+                read_append(&mut self.client, buf, settings.timeouts.client_idle).await;
+            self.rbuf = buf;
+            match res {
+                Ok(n) if n > 0 => {}
+                _ => return Err(Next::Abort),
             }
         }
     }
@@ -409,7 +567,13 @@ where
             client_ip: &self.peer_ip,
             proto: self.scheme.as_str(),
         };
-        encode_request_head(&self.rbuf, &self.req, &info, &mut self.wbuf);
+        encode_request_head_edited(
+            &self.rbuf,
+            &self.req,
+            &info,
+            Some(&self.policy.req),
+            &mut self.wbuf,
+        );
         let upgrade = self.req.is_upgrade();
         let expect_continue = self.req.expect_continue;
         let client_keep_alive = self.req.keep_alive;
@@ -513,13 +677,32 @@ where
 
         // Final response: head plus the body bytes that came with it.
         self.wbuf.clear();
+        if endpoint.policy.is_some() {
+            // Phase: on_http_response (a reply replaces the upstream's,
+            // whose connection is then dropped, not reused).
+            if let Some(next) = self
+                .response_policy(endpoint, head_request, close_client, settings)
+                .await
+            {
+                return next;
+            }
+        }
         let mode = if close_client {
             ClientConn::Close
         } else {
             ClientConn::KeepAlive
         };
-        encode_response_head(&self.ubuf, &self.res, mode, &mut self.wbuf);
+        encode_response_head_edited(
+            &self.ubuf,
+            &self.res,
+            mode,
+            Some(&self.policy.res),
+            &mut self.wbuf,
+        );
         self.ubuf.drain(..self.res.head_len);
+        if let Some(enc) = self.policy.res.compress {
+            return self.relay_compressed(up, enc, close_client, settings).await;
+        }
         let mut rbody = BodyDecoder::new(self.res.framing);
         match rbody.scan(&self.ubuf) {
             Ok(n) => {
@@ -564,6 +747,122 @@ where
         }
         // Bytes after the response's end mean the upstream is confused.
         if upstream_reusable && rbody.is_done() && self.ubuf.is_empty() {
+            upstream::release(&self.ctx, up, settings.limits.upstream_idle_per_host);
+        }
+        if close_client {
+            Next::Close
+        } else {
+            Next::KeepAlive
+        }
+    }
+
+    /// Runs the response phase; `Some` when the policy answered instead
+    /// of the upstream (the reply is written and the exchange is over).
+    async fn response_policy(
+        &mut self,
+        endpoint: &Endpoint,
+        head_request: bool,
+        close_client: bool,
+        settings: &Settings,
+    ) -> Option<Next> {
+        let style = policy::ReplyStyle {
+            json: self.json,
+            close: close_client,
+            head_request,
+        };
+        let info = policy::ResponseInfo {
+            buf: &self.ubuf,
+            head: &self.res,
+        };
+        let outcome = policy::on_http_response(
+            endpoint,
+            &info,
+            &self.conn_info,
+            &mut self.policy,
+            style,
+            &mut self.wbuf,
+        );
+        if outcome == ResponseOutcome::Relay {
+            return None;
+        }
+        let wbuf = std::mem::take(&mut self.wbuf);
+        let (res, wbuf) = write_all(&mut self.client, wbuf, settings.timeouts.client_idle).await;
+        self.wbuf = wbuf;
+        Some(match res {
+            Err(_) => Next::Abort,
+            Ok(()) if close_client => Next::Close,
+            Ok(()) => Next::KeepAlive,
+        })
+    }
+
+    /// Relays the upstream body compressed (compress-response): decoded
+    /// payload in, chunked compressed bytes out, flushed per read. The head
+    /// is already in `wbuf`.
+    async fn relay_compressed(
+        &mut self,
+        mut up: upstream::UpstreamConn,
+        enc: policy::Encoding,
+        close_client: bool,
+        settings: &Settings,
+    ) -> Next {
+        let t = &settings.timeouts;
+        let Ok(mut comp) = policy::actions::compress::Compressor::new(enc) else {
+            return Next::Abort;
+        };
+        let mut rbody = BodyDecoder::new(self.res.framing);
+        let mut raw = Vec::new();
+        loop {
+            let mut ranges = Vec::new();
+            let n = match rbody.scan_with(&self.ubuf, |r| ranges.push(r), |_| {}) {
+                Ok(n) => n,
+                Err(_) => return Next::Abort,
+            };
+            raw.clear();
+            for r in ranges {
+                if comp.push(&self.ubuf[r], &mut raw).is_err() {
+                    return Next::Abort;
+                }
+            }
+            self.ubuf.drain(..n);
+            policy::actions::compress::push_chunk(&raw, &mut self.wbuf);
+            let eof = if rbody.is_done() {
+                true
+            } else {
+                if !self.wbuf.is_empty() {
+                    let wbuf = std::mem::take(&mut self.wbuf);
+                    let (res, mut wbuf) = write_all(&mut self.client, wbuf, t.client_idle).await;
+                    if res.is_err() {
+                        return Next::Abort;
+                    }
+                    wbuf.clear();
+                    self.wbuf = wbuf;
+                }
+                let ubuf = std::mem::take(&mut self.ubuf);
+                let (res, ubuf) = read_append(&mut up.stream, ubuf, t.upstream_idle).await;
+                self.ubuf = ubuf;
+                match res {
+                    Ok(0) if rbody.ends_at_eof() => true,
+                    Ok(n) if n > 0 => false,
+                    _ => return Next::Abort,
+                }
+            };
+            if eof {
+                break;
+            }
+        }
+        raw.clear();
+        if comp.finish(&mut raw).is_err() {
+            return Next::Abort;
+        }
+        policy::actions::compress::push_chunk(&raw, &mut self.wbuf);
+        self.wbuf.extend_from_slice(b"0\r\n\r\n");
+        let wbuf = std::mem::take(&mut self.wbuf);
+        let (res, wbuf) = write_all(&mut self.client, wbuf, t.client_idle).await;
+        self.wbuf = wbuf;
+        if res.is_err() {
+            return Next::Abort;
+        }
+        if self.res.keep_alive && rbody.is_done() && self.ubuf.is_empty() {
             upstream::release(&self.ctx, up, settings.limits.upstream_idle_per_host);
         }
         if close_client {
@@ -693,4 +992,36 @@ where
         buf.clear();
     }
     let _ = w.shutdown().await;
+}
+
+/// A request body buffered for the policy.
+enum BufferedBody {
+    /// The body bytes in `rbuf` (Content-Length framing).
+    InPlace(std::ops::Range<usize>),
+    /// A chunked body, decoded (the raw chunks stay in `rbuf`).
+    Decoded(Vec<u8>),
+}
+
+impl BufferedBody {
+    fn bytes<'a>(&'a self, rbuf: &'a [u8]) -> &'a [u8] {
+        match self {
+            BufferedBody::InPlace(r) => rbuf.get(r.clone()).unwrap_or_default(),
+            BufferedBody::Decoded(v) => v,
+        }
+    }
+}
+
+/// The port in a request's authority, or the scheme's default.
+fn authority_port(authority: &[u8], scheme: Scheme) -> u16 {
+    let default = match scheme {
+        Scheme::Http => 80,
+        Scheme::Https => 443,
+    };
+    match memchr::memrchr(b':', authority) {
+        Some(i) if !authority[i..].contains(&b']') => std::str::from_utf8(&authority[i + 1..])
+            .ok()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(default),
+        _ => default,
+    }
 }

@@ -17,7 +17,9 @@ use http::Request;
 use tracing::debug;
 
 use super::error_page::{self, EdgeError};
-use super::headers::{encode_request_head, ForwardInfo};
+use super::headers::{
+    encode_request_head_edited, encode_response_head_edited, ClientConn, ForwardInfo,
+};
 use super::io::{read_append, write_all, IoFail};
 use super::upstream::{self, ClientInfo, Target, UpstreamConn};
 use crate::config::Settings;
@@ -26,7 +28,7 @@ use crate::h2::convert::{
 };
 use crate::h2::{finish, send_body, RequestBody};
 use crate::http1::{BodyDecoder, Framing, Method, RequestHead, ResponseHead};
-use crate::policy::Decision;
+use crate::policy::{self, RequestOutcome, ResponseOutcome};
 use crate::route::{normalize_host, RouteTable};
 use crate::runtime::worker::WorkerCtx;
 
@@ -87,25 +89,80 @@ pub async fn handle(
         return;
     }
     let tunnels = ctx.tunnels.table();
-    let Some(endpoint) =
-        RouteTable::lookup_either(&snap.https_routes, &tunnels.https, &host).cloned()
+    let Some(endpoint) = RouteTable::lookup_either(&snap.https_routes, &tunnels.https, &host)
+        .filter(|e| !policy::pipeline::is_internal(e))
+        .cloned()
     else {
         let detail = format!("No endpoint is online for {host}.");
         send_error(&mut respond, EdgeError::NO_ENDPOINT, &detail, json);
         return;
     };
     let head_request = head.method() == Method::Head;
-    if let Some(policy) = &endpoint.policy {
-        if let Decision::Respond(r) = policy.on_http_request() {
-            let mut raw = Vec::with_capacity(r.head.len() + 2);
-            raw.extend_from_slice(&r.head);
-            raw.extend_from_slice(b"\r\n");
-            let body = if head_request { &[][..] } else { &r.body[..] };
-            send_h1_response(&mut respond, &raw, body).await;
+    // Phases on_tcp_connect (per stream here) and on_http_request.
+    let mut ex = policy::Exchange::new();
+    let conn_info = policy::ConnInfo {
+        client: peer_ip
+            .parse::<std::net::IpAddr>()
+            .ok()
+            .map(|ip| std::net::SocketAddr::new(ip, 0)),
+        server_port: 443,
+        tls: Some(policy::TlsInfo {
+            version: None,
+            sni: None,
+            negotiated_alpn: Some("h2".into()),
+        }),
+    };
+    let mut recv = Some(req.into_body());
+    let mut buffered: Option<Vec<u8>> = None;
+    let mut target = None;
+    if let Some(compiled) = &endpoint.policy {
+        if !policy::on_tcp_connect(&endpoint, &conn_info, &mut ex).await {
+            respond.send_reset(Reason::REFUSED_STREAM);
             return;
         }
+        ex.reset();
+        if let (Some(limit), false) = (compiled.body_limit(), end_of_stream) {
+            match buffer_body(recv.take(), limit).await {
+                Ok(b) => buffered = Some(b),
+                Err(e) => {
+                    send_error(&mut respond, e, "", json);
+                    return;
+                }
+            }
+        }
+        let style = policy::ReplyStyle {
+            json,
+            close: false,
+            head_request,
+        };
+        let info = policy::RequestInfo {
+            buf: &h1,
+            head: &head,
+            scheme: crate::route::Scheme::Https,
+            version: "HTTP/2.0",
+            host: &host,
+            conn: &conn_info,
+        };
+        let lookup = |url: &str| policy::pipeline::internal_lookup(&snap, url);
+        let mut out = Vec::new();
+        let body = buffered
+            .as_deref()
+            .or(Some(&[][..]).filter(|_| end_of_stream));
+        match policy::on_http_request(&endpoint, &info, body, &lookup, &mut ex, style, &mut out)
+            .await
+        {
+            RequestOutcome::Forward(t) => target = t,
+            RequestOutcome::Replied => {
+                send_raw_reply(&mut respond, &out).await;
+                return;
+            }
+            RequestOutcome::Close => {
+                respond.send_reset(Reason::REFUSED_STREAM);
+                return;
+            }
+        }
     }
-    let Some(target) = Target::of(&endpoint) else {
+    let Some(target) = Target::of(target.as_ref().unwrap_or(&endpoint)) else {
         send_error(&mut respond, EdgeError::NO_ENDPOINT, "", json);
         return;
     };
@@ -117,8 +174,21 @@ pub async fn handle(
         client_ip: &peer_ip,
         proto: "https",
     };
-    encode_request_head(&h1, &head, &info, &mut wbuf);
-    let complete = conv.framing == Framing::None;
+    encode_request_head_edited(&h1, &head, &info, Some(&ex.req), &mut wbuf);
+    if let Some(b) = &buffered {
+        // The policy read the whole body: send it with the head.
+        if conv.framing == Framing::Chunked {
+            if !b.is_empty() {
+                write_chunk_header(b.len(), &mut wbuf);
+                wbuf.extend_from_slice(b);
+                wbuf.extend_from_slice(b"\r\n");
+            }
+            wbuf.extend_from_slice(b"0\r\n\r\n");
+        } else {
+            wbuf.extend_from_slice(b);
+        }
+    }
+    let complete = conv.framing == Framing::None || buffered.is_some();
     let retryable = head.method().is_idempotent() && complete;
     let mut ubuf = Vec::with_capacity(crate::proxy::io::READ_CHUNK);
     let client = ClientInfo {
@@ -136,9 +206,9 @@ pub async fn handle(
             return;
         }
     };
-    if !complete {
+    if let (false, Some(recv)) = (complete, recv) {
         let chunked = conv.framing == Framing::Chunked;
-        if let Err(e) = forward_body(req.into_body(), &mut up, chunked, &settings).await {
+        if let Err(e) = forward_body(recv, &mut up, chunked, &settings).await {
             if let Some(e) = e {
                 send_error(&mut respond, e, "", json);
             } else {
@@ -174,7 +244,44 @@ pub async fn handle(
         }
         break;
     }
-    let response = match response_to_h2(res.status, upstream_fields(&ubuf, &res), false) {
+    // Phase: on_http_response.
+    if endpoint.policy.is_some() {
+        let style = policy::ReplyStyle {
+            json,
+            close: false,
+            head_request,
+        };
+        let info = policy::ResponseInfo {
+            buf: &ubuf,
+            head: &res,
+        };
+        let mut out = Vec::new();
+        if policy::on_http_response(&endpoint, &info, &conn_info, &mut ex, style, &mut out)
+            == ResponseOutcome::Replied
+        {
+            // The upstream's body is not read: its connection is dropped.
+            send_raw_reply(&mut respond, &out).await;
+            return;
+        }
+    }
+    let converted = if ex.response_edited() {
+        let mut edited = Vec::with_capacity(res.head_len + 128);
+        encode_response_head_edited(
+            &ubuf,
+            &res,
+            ClientConn::KeepAlive,
+            Some(&ex.res),
+            &mut edited,
+        );
+        let mut eh = ResponseHead::new();
+        match eh.parse(&edited, edited.len() + 1, head_request) {
+            Ok(true) => response_to_h2(res.status, fields(&edited, &eh), false),
+            _ => Err(crate::h2::error::ConvertError::InvalidStatus),
+        }
+    } else {
+        response_to_h2(res.status, upstream_fields(&ubuf, &res), false)
+    };
+    let response = match converted {
         Ok(r) => r,
         Err(_) => {
             send_error(&mut respond, EdgeError::UPSTREAM_INVALID, "", json);
@@ -182,6 +289,18 @@ pub async fn handle(
         }
     };
     let no_body = matches!(res.framing, Framing::None | Framing::Length(0));
+    let compressor = match ex
+        .res
+        .compress
+        .map(policy::actions::compress::Compressor::new)
+    {
+        Some(Ok(c)) => Some(c),
+        Some(Err(_)) => {
+            respond.send_reset(Reason::INTERNAL_ERROR);
+            return;
+        }
+        None => None,
+    };
     let mut send = match respond.send_response(response, no_body) {
         Ok(s) => s,
         Err(e) => {
@@ -198,7 +317,11 @@ pub async fn handle(
         }
         return;
     }
-    match relay_body(&mut up, &mut ubuf, &mut send, framing, &settings).await {
+    match relay_body(
+        &mut up, &mut ubuf, &mut send, framing, compressor, &settings,
+    )
+    .await
+    {
         Ok(()) => {
             if reusable && ubuf.is_empty() {
                 upstream::release(&ctx, up, settings.limits.upstream_idle_per_host);
@@ -282,6 +405,7 @@ async fn relay_body(
     ubuf: &mut Vec<u8>,
     send: &mut SendStream<Bytes>,
     framing: Framing,
+    mut compressor: Option<policy::actions::compress::Compressor>,
     settings: &Settings,
 ) -> Result<(), Reason> {
     let t = &settings.timeouts;
@@ -303,7 +427,18 @@ async fn relay_body(
             .map_err(|_| Reason::INTERNAL_ERROR)?
         };
         for r in ranges.drain(..) {
-            let data = Bytes::copy_from_slice(&ubuf[r]);
+            let data = match &mut compressor {
+                None => Bytes::copy_from_slice(&ubuf[r]),
+                Some(c) => {
+                    let mut out = Vec::new();
+                    c.push(&ubuf[r], &mut out)
+                        .map_err(|_| Reason::INTERNAL_ERROR)?;
+                    if out.is_empty() {
+                        continue;
+                    }
+                    Bytes::from(out)
+                }
+            };
             // The client reset the stream or the connection died: stop.
             send_body(send, data).await.map_err(|_| Reason::CANCEL)?;
         }
@@ -321,12 +456,48 @@ async fn relay_body(
             }
         }
     }
+    if let Some(c) = compressor {
+        let mut out = Vec::new();
+        c.finish(&mut out).map_err(|_| Reason::INTERNAL_ERROR)?;
+        if !out.is_empty() {
+            send_body(send, Bytes::from(out))
+                .await
+                .map_err(|_| Reason::CANCEL)?;
+        }
+    }
     let trailers = if trailer_section.is_empty() {
         None
     } else {
         h1_trailers_to_h2(&trailer_section).ok()
     };
     finish(send, trailers).map_err(|_| Reason::INTERNAL_ERROR)
+}
+
+/// Reads a whole request body (for a policy that verifies it), up to
+/// `limit` bytes.
+async fn buffer_body(recv: Option<RecvStream>, limit: usize) -> Result<Vec<u8>, EdgeError> {
+    let mut out = Vec::new();
+    let Some(recv) = recv else {
+        return Ok(out);
+    };
+    let mut body = RequestBody::new(recv);
+    while let Some(chunk) = body.chunk().await {
+        let data =
+            chunk.map_err(|_| EdgeError::protocol(crate::http1::ParseError::Syntax("body")))?;
+        if out.len() + data.len() > limit {
+            return Err(policy::reply::codes::BODY_TOO_LARGE);
+        }
+        out.extend_from_slice(&data);
+    }
+    Ok(out)
+}
+
+/// Sends a reply the policy wrote as HTTP/1.1 bytes.
+async fn send_raw_reply(respond: &mut SendResponse<Bytes>, raw: &[u8]) {
+    match memchr::memmem::find(raw, b"\r\n\r\n") {
+        Some(i) => send_h1_response(respond, &raw[..i + 4], &raw[i + 4..]).await,
+        None => respond.send_reset(Reason::INTERNAL_ERROR),
+    }
 }
 
 /// Sends a complete HTTP/1.1 response made by the edge (`raw` head) as an

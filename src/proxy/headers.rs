@@ -7,6 +7,7 @@
 
 use crate::http1::head::{header_role, HeaderRole};
 use crate::http1::{name_eq, Framing, RequestHead, ResponseHead};
+use crate::policy::exchange::{RequestEdits, ResponseEdits};
 
 /// Per-connection facts the request encoder needs.
 pub struct ForwardInfo<'a> {
@@ -51,29 +52,55 @@ pub fn encode_request_head(
     info: &ForwardInfo<'_>,
     out: &mut Vec<u8>,
 ) {
+    encode_request_head_edited(buf, req, info, None, out);
+}
+
+/// Encodes the head to send upstream, applying a traffic policy's edits:
+/// a rewritten target, a replaced Host, removed headers (including the
+/// X-Forwarded-* the edge would add) and added headers.
+pub fn encode_request_head_edited(
+    buf: &[u8],
+    req: &RequestHead,
+    info: &ForwardInfo<'_>,
+    edits: Option<&RequestEdits>,
+    out: &mut Vec<u8>,
+) {
+    let edits = edits.filter(|e| !e.is_empty());
+    let removed = |name: &[u8]| edits.is_some_and(|e| e.headers.is_removed(name));
     out.extend_from_slice(req.method_span.get(buf));
     out.push(b' ');
-    let target = req.origin_form.get(buf);
-    if req.absolute_form && !target.starts_with(b"/") {
-        out.push(b'/');
+    match edits.and_then(RequestEdits::target) {
+        Some(t) => out.extend_from_slice(t.as_bytes()),
+        None => {
+            let target = req.origin_form.get(buf);
+            if req.absolute_form && !target.starts_with(b"/") {
+                out.push(b'/');
+            }
+            out.extend_from_slice(target);
+        }
     }
-    out.extend_from_slice(target);
     out.extend_from_slice(b" HTTP/1.1\r\n");
 
+    let new_host = edits.and_then(RequestEdits::host);
     let mut has_xfh = false;
     for (h, role) in req.headers.iter().zip(&req.roles) {
         match role {
-            HeaderRole::Plain => push_header(out, h.name.get(buf), h.value.get(buf)),
-            HeaderRole::Host => {
-                if req.absolute_form {
-                    push_header(out, b"Host", req.authority.get(buf));
-                } else {
-                    push_header(out, h.name.get(buf), h.value.get(buf));
+            HeaderRole::Plain => {
+                let name = h.name.get(buf);
+                if !removed(name) {
+                    push_header(out, name, h.value.get(buf));
                 }
             }
+            HeaderRole::Host => match new_host {
+                Some(host) => push_header(out, b"Host", host.as_bytes()),
+                None if req.absolute_form => push_header(out, b"Host", req.authority.get(buf)),
+                None => push_header(out, h.name.get(buf), h.value.get(buf)),
+            },
             HeaderRole::XForwardedHost => {
                 has_xfh = true;
-                push_header(out, h.name.get(buf), h.value.get(buf));
+                if !removed(b"x-forwarded-host") {
+                    push_header(out, h.name.get(buf), h.value.get(buf));
+                }
             }
             HeaderRole::HopByHop
             | HeaderRole::ContentLength
@@ -81,24 +108,33 @@ pub fn encode_request_head(
             | HeaderRole::XForwardedProto => {}
         }
     }
-    push_merged(
-        out,
-        b"X-Forwarded-For",
-        buf,
-        req,
-        HeaderRole::XForwardedFor,
-        info.client_ip,
-    );
-    push_merged(
-        out,
-        b"X-Forwarded-Proto",
-        buf,
-        req,
-        HeaderRole::XForwardedProto,
-        info.proto,
-    );
-    if !has_xfh {
+    if !removed(b"x-forwarded-for") {
+        push_merged(
+            out,
+            b"X-Forwarded-For",
+            buf,
+            req,
+            HeaderRole::XForwardedFor,
+            info.client_ip,
+        );
+    }
+    if !removed(b"x-forwarded-proto") {
+        push_merged(
+            out,
+            b"X-Forwarded-Proto",
+            buf,
+            req,
+            HeaderRole::XForwardedProto,
+            info.proto,
+        );
+    }
+    if !has_xfh && !removed(b"x-forwarded-host") {
         push_header(out, b"X-Forwarded-Host", req.authority.get(buf));
+    }
+    if let Some(e) = edits {
+        for (n, v) in e.headers.added() {
+            push_header(out, n.as_bytes(), v.as_bytes());
+        }
     }
     match req.framing {
         Framing::Length(n) => {
@@ -137,6 +173,22 @@ pub enum ClientConn {
 
 /// Encodes the head to send to the client for an upstream response.
 pub fn encode_response_head(buf: &[u8], res: &ResponseHead, conn: ClientConn, out: &mut Vec<u8>) {
+    encode_response_head_edited(buf, res, conn, None, out);
+}
+
+/// Encodes the client's response head, applying a traffic policy's
+/// response edits: removed and added headers, `Location` rewritten back
+/// to the endpoint's host after a Host rewrite, and compression (no
+/// Content-Length, `Content-Encoding`, `Vary: accept-encoding`, chunked).
+pub fn encode_response_head_edited(
+    buf: &[u8],
+    res: &ResponseHead,
+    conn: ClientConn,
+    edits: Option<&ResponseEdits>,
+    out: &mut Vec<u8>,
+) {
+    let edits = edits.filter(|e| !e.is_empty());
+    let compress = edits.and_then(|e| e.compress);
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(itoa::Buffer::new().format(res.status).as_bytes());
     out.push(b' ');
@@ -147,13 +199,16 @@ pub fn encode_response_head(buf: &[u8], res: &ResponseHead, conn: ClientConn, ou
         let name = h.name.get(buf);
         match header_role(name) {
             HeaderRole::HopByHop => {
-                if res.framing == Framing::Chunked && name_eq(name, b"transfer-encoding") {
+                if res.framing == Framing::Chunked
+                    && compress.is_none()
+                    && name_eq(name, b"transfer-encoding")
+                {
                     push_header(out, name, h.value.get(buf));
                 }
             }
             HeaderRole::ContentLength => {
                 // Validated identical already; send one clean value.
-                if !seen_length && res.framing != Framing::Chunked {
+                if !seen_length && res.framing != Framing::Chunked && compress.is_none() {
                     seen_length = true;
                     let v = h.value.get(buf);
                     let first = v.split(|b| *b == b',').next().unwrap_or(v);
@@ -162,7 +217,34 @@ pub fn encode_response_head(buf: &[u8], res: &ResponseHead, conn: ClientConn, ou
             }
             _ if name_eq(name, b"ngrok-error-code") => {}
             _ if res.is_connection_token(buf, name) => {}
-            _ => push_header(out, name, h.value.get(buf)),
+            _ => match edits {
+                None => push_header(out, name, h.value.get(buf)),
+                Some(e) => {
+                    if e.headers.is_removed(name) {
+                        continue;
+                    }
+                    let value = h.value.get(buf);
+                    match name_eq(name, b"location")
+                        .then(|| e.rewrite_location(value))
+                        .flatten()
+                    {
+                        Some(v) => push_header(out, name, v.as_bytes()),
+                        None => push_header(out, name, value),
+                    }
+                }
+            },
+        }
+    }
+    if let Some(e) = edits {
+        for (n, v) in e.headers.added() {
+            push_header(out, n.as_bytes(), v.as_bytes());
+        }
+    }
+    if let Some(c) = compress {
+        push_header(out, b"Content-Encoding", c.token().as_bytes());
+        push_header(out, b"Vary", b"accept-encoding");
+        if conn != ClientConn::Upgrade {
+            push_header(out, b"Transfer-Encoding", b"chunked");
         }
     }
     match conn {

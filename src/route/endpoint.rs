@@ -36,7 +36,7 @@ pub struct Endpoint {
     /// Lowercase host, `*.` prefix kept for wildcards.
     pub host: String,
     pub upstream: Option<Upstream>,
-    pub policy: Option<CompiledPolicy>,
+    pub policy: Option<std::sync::Arc<CompiledPolicy>>,
     /// Agent endpoints: the sessions that bound this URL.
     pub tunnel: Option<TunnelTarget>,
 }

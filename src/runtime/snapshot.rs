@@ -190,7 +190,7 @@ impl Snapshot {
                 scheme: e.url.scheme,
                 host: e.url.host.clone(),
                 upstream,
-                policy,
+                policy: policy.map(Arc::new),
                 tunnel: None,
             });
             let table = match e.url.scheme {

@@ -582,7 +582,7 @@ impl Registry {
                 scheme: *scheme,
                 host: host.clone(),
                 upstream: None,
-                policy: policy.map(|p| (*p).clone()),
+                policy,
                 tunnel: Some(TunnelTarget {
                     members: members.into_iter().map(|(_, m)| m).collect(),
                 }),
@@ -717,9 +717,7 @@ fn compile_bind_policy(
     if opts.traffic_policy.trim().is_empty() {
         return Ok(None);
     }
-    let doc: crate::policy::TrafficPolicy = serde_json::from_str(&opts.traffic_policy)
-        .map_err(|e| format!("Invalid traffic policy: {e}"))?;
-    CompiledPolicy::compile(&doc)
+    CompiledPolicy::from_text(&opts.traffic_policy)
         .map(Some)
         .map_err(|e| format!("Invalid traffic policy: {e}"))
 }
