@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Helpers shared by bench/compare.sh and bench/tls_compare.sh: port picking,
-# process trees and their CPU time from /proc, readiness, quiet-machine
+# Helpers shared by bench/compare.sh, bench/tls_compare.sh and bench/tunnel_compare.sh:
+# port picking, process trees and their CPU time from /proc, readiness, quiet-machine
 # waits, and small formatting helpers. Sourced, never run; the callers
 # define the globals these use (WORK, PIDS, CLK_TCK, ...).
 
@@ -97,4 +97,115 @@ wait_quiet() {
             return 0
         fi
     done
+}
+
+# ---------------------------------------------------------------------------------------
+# Helpers for the side-by-side scripts written after compare.sh and tls_compare.sh (those
+# two still define their own copies of some of these, which override the ones below).
+# ---------------------------------------------------------------------------------------
+
+# Ports are picked below the ephemeral range, so client sockets never take them; sets
+# PORT_BASE and PORT_SPAN for pick_port.
+init_port_range() {
+    local lo
+    read -r lo _ </proc/sys/net/ipv4/ip_local_port_range
+    if ((lo > 11024)); then
+        PORT_BASE=$((lo - 10000)) PORT_SPAN=10000
+    elif ((lo > 2048)); then
+        PORT_BASE=1024 PORT_SPAN=$((lo - 1024))
+    else # the ephemeral range covers everything: rely on the in-use check alone
+        PORT_BASE=20000 PORT_SPAN=10000
+    fi
+}
+
+# stop_started NAME: SIGTERM every PID in PIDS (and only those), SIGKILL after 5 s.
+stop_started() {
+    local name=$1 pid alive
+    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    for _ in $(seq 50); do
+        alive=0
+        for pid in "${PIDS[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+        ((alive)) || break
+        sleep 0.1
+    done
+    for pid in "${PIDS[@]}"; do
+        if kill -0 "$pid" 2>/dev/null; then
+            echo "$name: pid $pid ignored SIGTERM, sending SIGKILL" >&2
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+    done
+}
+
+# check_listener_owner PORT ROOT...: fail unless every process listening on PORT belongs
+# to the process tree of one of the ROOTs (a stale SO_REUSEPORT listener would silently
+# take a share of the connections).
+check_listener_owner() {
+    local port=$1 owners p mine=" " root
+    shift
+    owners=$(ss -Hltnp "( sport = :$port )" | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u || true)
+    [[ -n $owners ]] || die "nothing listens on port $port"
+    for root in "$@"; do mine+="$(proc_tree "$root" | tr '\n' ' ')"; done
+    for p in $owners; do
+        [[ $mine == *" $p "* ]] || die "port $port is also owned by pid $p, not started by this script: $(ss -Hltnp "( sport = :$port )")"
+    done
+}
+
+to_us() { # "1.23ms" / "850.00us" / "1.2s" -> microseconds
+    awk -v v="$1" 'BEGIN {
+        n = v + 0
+        if (v ~ /us$/) m = 1; else if (v ~ /ms$/) m = 1000; else if (v ~ /s$/) m = 1000000; else m = 0
+        if (m == 0) print "nan"; else printf "%.1f", n * m }'
+}
+
+median() { # column number; reads TSV rows on stdin ("-" and "nan" are skipped)
+    awk -F'\t' -v c="$1" '$c != "-" && $c != "nan" { print $c }' | sort -g |
+        awk '{ a[NR] = $1 } END { if (NR == 0) print "-"; else if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
+}
+
+nginx_common() { # $1 = dir
+    cat <<NGINX
+daemon off;
+master_process on;
+pid $1/nginx.pid;
+error_log $1/error.log warn;
+worker_rlimit_nofile 16384;
+NGINX
+}
+nginx_http_common() { # $1 = dir
+    cat <<NGINX
+    access_log off;
+    default_type text/plain;
+    keepalive_requests 10000000;
+    keepalive_timeout 300s;
+    client_body_temp_path $1/body;
+    proxy_temp_path $1/proxy;
+    fastcgi_temp_path $1/fastcgi;
+    uwsgi_temp_path $1/uwsgi;
+    scgi_temp_path $1/scgi;
+NGINX
+}
+
+# The shared upstream of the proxy scenarios: nginx, one worker, keep-alive, a fixed 200
+# with BODY. nginx_fixed_upstream_conf DIR PORT BODY [WORKER_CONNECTIONS] > DIR/nginx.conf
+nginx_fixed_upstream_conf() {
+    nginx_common "$1"
+    echo "worker_processes 1;"
+    echo "events { worker_connections ${4:-4096}; }"
+    echo "http {"
+    nginx_http_common "$1"
+    echo "    server { listen 127.0.0.1:$2; return 200 \"$3\"; }"
+    echo "}"
+}
+
+# wrk's "Socket errors: connect A, read B, write C, timeout D" plus non-2xx/3xx responses.
+wrk_errors() { # $1 = wrk output file
+    awk '/Non-2xx or 3xx responses:/ { e += $NF }
+         /Socket errors:/ { gsub(",", ""); e += $4 + $6 + $8 + $10 }
+         END { print e + 0 }' "$1"
+}
+
+# TCP connects made on the machine (Tcp ActiveOpens in /proc/net/snmp): the load
+# generator's plus the systems' own; per request it shows connection churn.
+active_opens() {
+    awk '$1 == "Tcp:" && $2 ~ /^[0-9]+$/ { print $6; exit }' /proc/net/snmp
 }
