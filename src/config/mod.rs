@@ -124,7 +124,7 @@ impl Default for Limits {
         Limits {
             max_connections_per_worker: 65_536,
             max_head_bytes: crate::http1::limits::DEFAULT_MAX_HEAD_BYTES,
-            upstream_idle_per_host: 64,
+            upstream_idle_per_host: 1024,
         }
     }
 }

@@ -76,6 +76,11 @@ async fn connect(
             if let Some(stream) = pooled {
                 return Ok((UpstreamConn { stream, key }, true));
             }
+            // Idle streams hold session slots: give one back rather than
+            // make this request wait.
+            if ctx.tunnels.is_full(&binding) {
+                ctx.pool.borrow_mut().evict_one_of_session(binding.session);
+            }
             let stream = ctx
                 .tunnels
                 .open(&binding, client, t.upstream_connect)
@@ -200,6 +205,13 @@ pub fn release(ctx: &WorkerCtx, up: UpstreamConn, max_idle_per_host: usize) {
     if ctx.drain.is_fired() {
         return;
     }
+    // A session's idle streams never take more than its stream slots.
+    let max_idle_per_host = match up.key {
+        PoolKey::Tunnel { .. } => {
+            max_idle_per_host.min(crate::tunnel::worker_tunnels::MAX_STREAMS_PER_SESSION)
+        }
+        PoolKey::Addr(_) => max_idle_per_host,
+    };
     ctx.pool
         .borrow_mut()
         .put(up.key, up.stream, max_idle_per_host);

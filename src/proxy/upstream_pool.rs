@@ -52,6 +52,19 @@ impl UpstreamPool {
         list.push((stream, Instant::now()));
     }
 
+    /// Closes the oldest idle stream of one agent session, to give its
+    /// stream slot to a new request. Returns whether there was one.
+    pub fn evict_one_of_session(&mut self, session: u64) -> bool {
+        for (k, list) in self.idle.iter_mut() {
+            if matches!(k, PoolKey::Tunnel { session: s, .. } if *s == session) && !list.is_empty()
+            {
+                list.remove(0);
+                return true;
+            }
+        }
+        false
+    }
+
     /// Drops every idle stream of one agent session (it ended, or it is at
     /// its stream limit and needs the slots).
     pub fn drop_session(&mut self, session: u64) {

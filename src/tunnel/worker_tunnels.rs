@@ -114,6 +114,14 @@ impl WorkerTunnels {
         self.sessions.borrow().len()
     }
 
+    /// Whether a session on this worker has no stream slot left.
+    pub fn is_full(&self, binding: &Binding) -> bool {
+        binding.worker == self.worker
+            && self
+                .local(binding.session)
+                .is_some_and(|s| s.limit.in_use() >= MAX_STREAMS_PER_SESSION)
+    }
+
     fn local(&self, id: SessionId) -> Option<Rc<LocalSession>> {
         self.sessions.borrow().get(&id).cloned()
     }
