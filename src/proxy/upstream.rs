@@ -205,12 +205,19 @@ pub fn release(ctx: &WorkerCtx, up: UpstreamConn, max_idle_per_host: usize) {
     if ctx.drain.is_fired() {
         return;
     }
-    // A session's idle streams never take more than its stream slots.
-    let max_idle_per_host = match up.key {
-        PoolKey::Tunnel { .. } => {
+    // A session's idle streams never take more than its stream slots, and
+    // are not kept at all while other requests wait for a slot. Relayed
+    // connections are not kept: their slots belong to another worker,
+    // which could not take them back.
+    let max_idle_per_host = match (&up.key, &up.stream) {
+        (_, UpStream::Relay(_)) => return,
+        (PoolKey::Tunnel { session, .. }, _) => {
+            if ctx.tunnels.has_waiters(*session) {
+                return;
+            }
             max_idle_per_host.min(crate::tunnel::worker_tunnels::MAX_STREAMS_PER_SESSION)
         }
-        PoolKey::Addr(_) => max_idle_per_host,
+        (PoolKey::Addr(_), _) => max_idle_per_host,
     };
     ctx.pool
         .borrow_mut()

@@ -47,6 +47,11 @@ impl StreamLimit {
         })
     }
 
+    /// Requests are waiting for a slot.
+    pub fn has_waiters(&self) -> bool {
+        !self.waiters.borrow().is_empty()
+    }
+
     pub fn in_use(&self) -> usize {
         self.used.get()
     }

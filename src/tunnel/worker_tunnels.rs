@@ -122,6 +122,12 @@ impl WorkerTunnels {
                 .is_some_and(|s| s.limit.in_use() >= MAX_STREAMS_PER_SESSION)
     }
 
+    /// Whether requests on this worker wait for one of the session's
+    /// slots (then a finished stream is closed, not kept idle).
+    pub fn has_waiters(&self, session: SessionId) -> bool {
+        self.local(session).is_some_and(|s| s.limit.has_waiters())
+    }
+
     fn local(&self, id: SessionId) -> Option<Rc<LocalSession>> {
         self.sessions.borrow().get(&id).cloned()
     }
