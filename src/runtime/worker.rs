@@ -312,6 +312,7 @@ async fn connection(
     match &*listener {
         Listener::Http => conn::serve(stream, peer, ctx, Scheme::Http).await,
         Listener::Https(acceptor) => {
+            let stream = crate::tls::cork::CorkedTcp::new(stream);
             match monoio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                 Ok(Ok(tls)) => {
                     if tls.alpn_protocol().as_deref() == Some(ALPN_H2) {

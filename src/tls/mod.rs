@@ -8,6 +8,7 @@
 //! so one implementation serves the whole binary.
 
 pub mod acme;
+pub mod cork;
 pub mod local_ca;
 pub mod resolver;
 pub mod server_config;
