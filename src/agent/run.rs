@@ -136,6 +136,9 @@ struct Shared {
     /// A refusal that retrying cannot fix, reported by any session.
     fatal: Mutex<Option<String>>,
     spawned_more: AtomicBool,
+    /// Connections made, for the placement report.
+    dials: std::sync::atomic::AtomicUsize,
+    placement_reported: AtomicBool,
 }
 
 fn jitter(d: Duration) -> Duration {
@@ -165,6 +168,8 @@ pub fn run(cfg: AgentConfig) -> Result<(), AgentError> {
         urls: Mutex::new(vec![String::new(); cfg.endpoints.len()]),
         fatal: Mutex::new(None),
         spawned_more: AtomicBool::new(false),
+        dials: std::sync::atomic::AtomicUsize::new(0),
+        placement_reported: AtomicBool::new(false),
         cfg,
     });
     shared.counters.set_state("connecting");
@@ -312,6 +317,7 @@ async fn session_loop(
             // long enough (then a second session on one worker is fine).
             tries >= PLACEMENT_TRIES || placed.iter().all(|p| *p)
         };
+        shared.dials.fetch_add(1, Ordering::Relaxed);
         match session::connect(&params, &resume, place).await {
             Ok(c) => {
                 backoff = BACKOFF_MIN;
@@ -330,6 +336,16 @@ async fn session_loop(
                     }
                     if let Some(p) = placed.get_mut(w) {
                         *p = true;
+                    }
+                    if placed.len() > 1
+                        && placed.iter().all(|p| *p)
+                        && !shared.placement_reported.swap(true, Ordering::AcqRel)
+                    {
+                        info!(
+                            sessions = placed.len(),
+                            connections = shared.dials.load(Ordering::Relaxed),
+                            "one session on every edge worker"
+                        );
                     }
                 }
                 my_worker = Some(w);
