@@ -333,3 +333,28 @@ fn deep_agent_names_get_dev_certificates_on_demand() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn edge_shutdown_lets_tunnelled_requests_finish() {
+    let up = Upstream::start(Behaviour::delayed(
+        Duration::from_millis(800),
+        "late but whole",
+    ));
+    let mut edge = dev_edge("");
+    let (_agent, _) = Agent::start(
+        &edge,
+        &up.addr().port().to_string(),
+        &["--url", "http://drain.ringress.localhost"],
+    );
+    let addr = edge.addr();
+    let pending = std::thread::spawn(move || get(addr, "drain.ringress.localhost", "/slow"));
+    std::thread::sleep(Duration::from_millis(200));
+    edge.sigterm();
+    let r = pending.join().expect("client thread");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.text(), "late but whole");
+    assert!(
+        edge.wait_exit(Duration::from_secs(10)).is_some(),
+        "edge did not stop"
+    );
+}

@@ -40,6 +40,7 @@ pub fn config_from_args(args: HttpArgs) -> Result<AgentConfig, AgentError> {
             url: args.url.or(args.domain).unwrap_or_default(),
             pooling: args.pooling_enabled,
             metadata: args.metadata.clone(),
+            description: args.description.clone(),
             traffic_policy,
             forwards_to: display.clone(),
             forwards_proto: match protocol {

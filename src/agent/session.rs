@@ -69,6 +69,7 @@ pub struct EndpointRequest {
     pub traffic_policy: Option<String>,
     pub forwards_to: String,
     pub forwards_proto: String,
+    pub description: String,
 }
 
 /// What a bound endpoint kept across reconnects.
@@ -301,6 +302,7 @@ pub async fn connect(
             extra: BindExtra {
                 token: prev.as_ref().map(|b| b.token.clone()).unwrap_or_default(),
                 metadata: e.metadata.clone(),
+                description: e.description.clone(),
                 pooling_enabled: e.pooling,
                 ..BindExtra::default()
             },

@@ -167,6 +167,11 @@ pub async fn send_head(
                 continue;
             }
             Err(IoFail::TimedOut) => return Err(EdgeError::UPSTREAM_TIMEOUT),
+            // A new stream to an agent that ends before any byte: the
+            // owning worker could not open it (session gone or full).
+            _ if !reused && !matches!(up.stream, UpStream::Tcp(_)) => {
+                return Err(EdgeError::AGENT_UNREACHABLE)
+            }
             _ => return Err(EdgeError::UPSTREAM_INVALID),
         }
     }

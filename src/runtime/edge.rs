@@ -127,6 +127,15 @@ fn load(opts: &EdgeOptions) -> Result<EdgeConfig, ConfigError> {
     }
     if let Some(addr) = opts.overrides.listen_tunnel {
         cfg.listen.tunnel = Some(addr);
+        // Agents bind https endpoints by default: serve them.
+        if cfg.listen.https.is_none() {
+            let default = if opts.dev {
+                config::file::DEV_HTTPS_LISTEN
+            } else {
+                config::file::DEFAULT_HTTPS_LISTEN
+            };
+            cfg.listen.https = default.parse().ok();
+        }
     }
     if let Some(dir) = &opts.overrides.data_dir {
         cfg.data_dir = dir.clone();
@@ -398,6 +407,10 @@ fn reload(
     material: &TlsMaterial,
 ) -> Result<(EdgeConfig, Snapshot), ConfigError> {
     let mut next = load(opts)?;
+    if next.tunnel != running.tunnel {
+        warn!("[tunnel] (auth tokens, base domain, reserve grace) changes only on restart; keeping the running one");
+        next.tunnel = running.tunnel.clone();
+    }
     if next.workers != running.workers
         || next.listen != running.listen
         || next.data_dir != running.data_dir

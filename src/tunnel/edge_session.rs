@@ -58,7 +58,7 @@ where
     let id = registry.new_session(ctx.id);
     let (mux, driver) = Session::new(io, Role::Server, muxado::Config::default());
     let driver = monoio::spawn(driver);
-    tunnels.add_session(id, mux.clone());
+    let local = tunnels.add_session(id, mux.clone());
     debug!(session = id, %peer, worker = ctx.id, "agent connected");
     let state = Rc::new(SessionState {
         id,
@@ -100,6 +100,14 @@ where
             mux.close();
         }
         _ = ctx.drain.wait() => {
+            // Requests in flight through this session finish first (up to
+            // the grace period); idle streams close now.
+            ctx.pool.borrow_mut().drop_session(id);
+            let grace = ctx.snapshots.get().settings.timeouts.shutdown_grace;
+            let deadline = Instant::now() + grace;
+            while local.limit.in_use() > 0 && Instant::now() < deadline && !mux.is_closed() {
+                monoio::time::sleep(Duration::from_millis(20)).await;
+            }
             // GOAWAY, then close promptly (muxado-go over-reads GOAWAY).
             mux.goaway(ErrorCode::None, "edge shutting down");
         }
