@@ -186,7 +186,9 @@ NGINX
 }
 
 # The shared upstream of the proxy scenarios: nginx, one worker, keep-alive, a fixed 200
-# with BODY. nginx_fixed_upstream_conf DIR PORT BODY [WORKER_CONNECTIONS] > DIR/nginx.conf
+# with BODY. nginx_fixed_upstream_conf DIR PORT BODY [WORKER_CONNECTIONS [EXTRA]] >
+# DIR/nginx.conf; EXTRA (optional) is printed inside http {} after the server, e.g. a
+# second server block for checks (see nginx_echo_server).
 nginx_fixed_upstream_conf() {
     nginx_common "$1"
     echo "worker_processes 1;"
@@ -194,6 +196,7 @@ nginx_fixed_upstream_conf() {
     echo "http {"
     nginx_http_common "$1"
     echo "    server { listen 127.0.0.1:$2; return 200 \"$3\"; }"
+    [[ -z ${5:-} ]] || printf '%s\n' "$5"
     echo "}"
 }
 
@@ -209,3 +212,51 @@ wrk_errors() { # $1 = wrk output file
 active_opens() {
     awk '$1 == "Tcp:" && $2 ~ /^[0-9]+$/ { print $6; exit }' /proc/net/snmp
 }
+
+# nginx_echo_server PORT HEADER...: a server block answering 200 with one line per
+# request header named, "name=[value]" (empty brackets when absent), for checking what a
+# front forwarded. Header names are lower case with dashes.
+nginx_echo_server() {
+    local port=$1 h body=""
+    shift
+    for h in "$@"; do body+="$h=[\$http_${h//-/_}] "; done
+    echo "    server { listen 127.0.0.1:$port; return 200 \"${body% }\"; }"
+}
+
+# wait_for_line FILE PATTERN COUNT PID NAME: until FILE has COUNT lines matching PATTERN
+# (at most 15 s); fails when PID exits first.
+wait_for_line() {
+    local file=$1 pattern=$2 count=$3 pid=$4 name=$5 n
+    for _ in $(seq 300); do
+        kill -0 "$pid" 2>/dev/null || { cat "$WORK/$name.err" >&2 || true; die "$name (pid $pid) exited during startup"; }
+        n=$(grep -c -- "$pattern" "$file" 2>/dev/null || true)
+        ((${n:-0} >= count)) && return 0
+        sleep 0.05
+    done
+    cat "$WORK/$name.err" >&2 || true
+    die "$name: no $count line(s) matching '$pattern' in $file within 15s"
+}
+
+per_req() { # ticks requests -> µs per request (uses CLK_TCK)
+    awk -v t="$1" -v hz="$CLK_TCK" -v n="$2" 'BEGIN { printf "%.2f", t / hz * 1e6 / n }'
+}
+fmt0() { awk -v v="$1" 'BEGIN { if (v == "-") print "-"; else printf "%.0f", v }'; }
+fmt1() { awk -v v="$1" 'BEGIN { if (v == "-") print "-"; else printf "%.1f", v }'; }
+
+# other_load_pct SERVER_STAT0 SERVER_STAT1 CLIENT_STAT0 CLIENT_STAT1 MINE_TICKS TIMEFILE:
+# busy time on both CPUs (cpu_stat lines before/after) not charged to the measured
+# processes (MINE_TICKS) or the load generator (TIMEFILE: bash `time` as "%R %U %S"), as a
+# percentage of the run's CPU time.
+other_load_pct() {
+    awk -v a="$1" -v b="$2" -v c="$3" -v d="$4" -v mine="$5" -v hz="$CLK_TCK" -v tf="$(cat "$6")" 'BEGIN {
+        split(a, s0, " "); split(b, s1, " "); split(c, c0, " "); split(d, c1, " "); split(tf, t, " ")
+        busy = (s1[1] - s0[1]) + (c1[1] - c0[1])
+        total = (s1[3] - s0[3]) + (c1[3] - c0[3])
+        other = busy - mine - (t[2] + t[3]) * hz
+        if (other < 0) other = 0
+        printf "%.1f\n", (total > 0 ? other / total * 100 : 0) }'
+}
+
+# at_least / at_most VALUE LIMIT: exit status for target checks ("-" fails).
+at_least() { awk -v v="$1" -v l="$2" 'BEGIN { exit !(v != "-" && v + 0 >= l + 0) }'; }
+at_most() { awk -v v="$1" -v l="$2" 'BEGIN { exit !(v != "-" && v + 0 <= l + 0) }'; }
