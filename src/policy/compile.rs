@@ -45,6 +45,8 @@ pub struct CompiledPolicy {
     pub(crate) compresses: bool,
     /// The response phase reads `req`.
     pub(crate) response_needs_req: bool,
+    /// The fields of `req` the policy's expressions and templates read.
+    pub(crate) req_fields: crate::policy::request::ReqFields,
     always_terminates: bool,
 }
 
@@ -122,6 +124,36 @@ fn check_phase_vars(phase: PhaseKind, needs: Needs) -> Result<(), String> {
     }
 }
 
+/// The `req` fields any expression or config string of `doc` reads.
+fn req_fields_of(doc: &TrafficPolicy) -> crate::policy::request::ReqFields {
+    use crate::policy::request::ReqFields;
+    fn walk(v: &serde_json::Value, acc: &mut ReqFields) {
+        match v {
+            serde_json::Value::String(s) => *acc = acc.union(ReqFields::scan(s)),
+            serde_json::Value::Array(a) => a.iter().for_each(|x| walk(x, acc)),
+            serde_json::Value::Object(o) => o.values().for_each(|x| walk(x, acc)),
+            _ => {}
+        }
+    }
+    let mut acc = ReqFields::NONE;
+    for rule in doc
+        .on_tcp_connect
+        .iter()
+        .chain(&doc.on_http_request)
+        .chain(&doc.on_http_response)
+    {
+        for e in &rule.expressions {
+            acc = acc.union(ReqFields::scan(e));
+        }
+        for a in &rule.actions {
+            if let Some(c) = &a.config {
+                walk(c, &mut acc);
+            }
+        }
+    }
+    acc
+}
+
 impl CompiledPolicy {
     pub fn compile(doc: &TrafficPolicy) -> Result<CompiledPolicy, PolicyError> {
         let mut tcp_needs = Needs::NONE;
@@ -155,6 +187,7 @@ impl CompiledPolicy {
         Ok(CompiledPolicy {
             record_results: all.contains(Needs::ACTIONS),
             response_needs_req: res_needs.contains(Needs::REQ),
+            req_fields: req_fields_of(doc),
             on_tcp_connect,
             on_http_request,
             on_http_response,

@@ -91,13 +91,22 @@ impl Scope {
             return ctx;
         }
         if missing.contains(Needs::REQ) {
+            // Only the fields the policies read (all when unknown).
+            let want = if ex.req_fields == request::ReqFields::NONE {
+                request::ReqFields::ALL
+            } else {
+                ex.req_fields
+            };
             let v = match (&ex.req_value, facts.req) {
-                (Some(v), _) => v.clone(),
-                (None, Some(r)) => {
-                    let v = request::req_value(r);
+                (Some(v), _) if ex.req_value_fields.covers(want) => v.clone(),
+                (_, Some(r)) => {
+                    let fields = want.union(ex.req_value_fields);
+                    let v = request::req_value(r, fields);
                     ex.req_value = Some(v.clone());
+                    ex.req_value_fields = fields;
                     v
                 }
+                (Some(v), None) => v.clone(),
                 (None, None) => Value::Null,
             };
             ctx.add_variable_from_value("req", v);

@@ -230,6 +230,10 @@ pub struct Exchange {
     pub(crate) results: Vec<(&'static str, Value)>,
     /// `req`, kept for the response phase when it reads it.
     pub(crate) req_value: Option<Value>,
+    /// The `req` fields the policies run so far read, and those
+    /// `req_value` was built with.
+    pub(crate) req_fields: crate::policy::request::ReqFields,
+    pub(crate) req_value_fields: crate::policy::request::ReqFields,
     /// Endpoints a `forward-internal` passed through, in order.
     pub(crate) chain: Vec<Arc<Endpoint>>,
     /// Algorithms compress-response may use for this exchange.
@@ -252,6 +256,8 @@ impl Exchange {
         self.vars.clear();
         self.results.clear();
         self.req_value = None;
+        self.req_fields = crate::policy::request::ReqFields::NONE;
+        self.req_value_fields = crate::policy::request::ReqFields::NONE;
         self.chain.clear();
         self.compress_algorithms.clear();
         self.accept_encoding.clear();

@@ -98,6 +98,7 @@ async fn request_phase(
 ) -> Result<Flow, Fail> {
     ex.vars.clear();
     ex.record_results |= policy.record_results;
+    ex.req_fields = ex.req_fields.union(policy.req_fields);
     if policy.compresses {
         compress::remember_accept_encoding(ex, req.header_values("accept-encoding"));
     }
@@ -120,8 +121,10 @@ async fn request_phase(
         };
         run_rules(&policy.on_http_request, &mut cx).await?
     };
-    if policy.response_needs_req && ex.req_value.is_none() {
-        ex.req_value = Some(request::req_value(req));
+    if policy.response_needs_req && !ex.req_value_fields.covers(ex.req_fields) {
+        let fields = ex.req_fields.union(ex.req_value_fields);
+        ex.req_value = Some(request::req_value(req, fields));
+        ex.req_value_fields = fields;
     }
     Ok(flow)
 }

@@ -211,41 +211,163 @@ fn first_header(fields: &[(&[u8], &[u8])], name: &str) -> Value {
 }
 
 /// `req`.
-pub fn req_value(r: &RequestInfo<'_>) -> Value {
+/// Which fields of `req` a policy reads, found at load by scanning its
+/// expressions and templates. Building the whole `req` value costs
+/// microseconds (URL parts, header and cookie maps); a policy that only
+/// reads `req.method` should not pay for the rest. Unknown or indirect
+/// uses (`req[...]`, `req` passed whole) mean every field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ReqFields(u32);
+
+impl ReqFields {
+    pub const NONE: ReqFields = ReqFields(0);
+    pub const ALL: ReqFields = ReqFields(u32::MAX);
+    const METHOD: u32 = 1;
+    const URL: u32 = 1 << 1;
+    const URL_PARTS: u32 = 1 << 2;
+    const HOST: u32 = 1 << 3;
+    const HEADERS: u32 = 1 << 4;
+    const QUERY_PARAMS: u32 = 1 << 5;
+    const COOKIES: u32 = 1 << 6;
+    const CONTENT_LENGTH: u32 = 1 << 7;
+    const CONTENT_TYPE: u32 = 1 << 8;
+    const CONTENT_ENCODING: u32 = 1 << 9;
+    const USER_AGENT: u32 = 1 << 10;
+    const LOCATION: u32 = 1 << 11;
+    const VERSION: u32 = 1 << 12;
+
+    fn has(self, bit: u32) -> bool {
+        self.0 & bit != 0
+    }
+
+    pub fn union(self, other: ReqFields) -> ReqFields {
+        ReqFields(self.0 | other.0)
+    }
+
+    pub fn covers(self, other: ReqFields) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    fn field(name: &str) -> u32 {
+        match name {
+            "method" => Self::METHOD,
+            "url" => Self::URL | Self::URL_PARTS,
+            "url_parts" => Self::URL_PARTS,
+            "host" => Self::HOST,
+            "headers" => Self::HEADERS,
+            "query_params" => Self::QUERY_PARAMS,
+            "cookies" => Self::COOKIES,
+            "content_length" => Self::CONTENT_LENGTH,
+            "content_type" => Self::CONTENT_TYPE,
+            "content_encoding" => Self::CONTENT_ENCODING,
+            "user_agent" => Self::USER_AGENT,
+            "location" => Self::LOCATION,
+            "version" => Self::VERSION,
+            _ => u32::MAX,
+        }
+    }
+
+    /// The fields `text` (an expression or a template) reads.
+    pub fn scan(text: &str) -> ReqFields {
+        let b = text.as_bytes();
+        let ident = |c: u8| c.is_ascii_alphanumeric() || c == b'_';
+        let mut bits = 0u32;
+        for (name, bit) in [
+            ("getReqHeader", Self::HEADERS),
+            ("hasReqHeader", Self::HEADERS),
+            ("getQueryParam", Self::QUERY_PARAMS),
+            ("hasQueryParam", Self::QUERY_PARAMS),
+            ("getReqCookie", Self::COOKIES),
+            ("hasReqCookie", Self::COOKIES),
+        ] {
+            if text.contains(name) {
+                bits |= bit;
+            }
+        }
+        let mut i = 0;
+        while let Some(at) = text[i..].find("req") {
+            let start = i + at;
+            let end = start + 3;
+            i = end;
+            if start > 0 && (ident(b[start - 1]) || b[start - 1] == b'.') {
+                continue;
+            }
+            if end < b.len() && ident(b[end]) {
+                continue;
+            }
+            if b.get(end) != Some(&b'.') {
+                return ReqFields::ALL;
+            }
+            let f_end = b[end + 1..]
+                .iter()
+                .position(|c| !ident(*c))
+                .map_or(b.len(), |p| end + 1 + p);
+            bits |= Self::field(&text[end + 1..f_end]);
+        }
+        ReqFields(bits)
+    }
+}
+
+pub fn req_value(r: &RequestInfo<'_>, want: ReqFields) -> Value {
     let target = String::from_utf8_lossy(r.path_and_query()).into_owned();
     let (path, query) = split_target(&target);
-    let authority = String::from_utf8_lossy(r.authority()).to_ascii_lowercase();
-    let port = authority
-        .rsplit_once(':')
-        .filter(|(h, _)| !h.contains('[') || h.ends_with(']'))
-        .and_then(|(_, p)| p.parse::<i64>().ok())
-        .unwrap_or(match r.scheme {
-            Scheme::Http => 80,
-            Scheme::Https => 443,
-        });
-    let url = r.url();
-    let fields: Vec<(&[u8], &[u8])> = r.headers().collect();
-    let url_parts = map([
-        ("scheme", string(r.scheme.as_str())),
-        ("host", string(r.host)),
-        ("port", Value::Int(port)),
-        ("path", string(percent_decode(path, false))),
-        ("raw_path", string(path)),
-        ("query", string(query)),
-        ("query_params", params_value(query)),
-        ("authority", string(authority.as_str())),
-        ("raw", string(url.as_str())),
-        ("uri", string(target.as_str())),
-        ("user_password", string("")),
-    ]);
-    map([
-        ("method", text(r.method())),
-        ("url", string(url)),
-        ("url_parts", url_parts),
-        ("host", string(r.host)),
-        ("headers", headers_value(fields.iter().copied())),
-        ("query_params", params_value(query)),
-        (
+    let fields: Vec<(&[u8], &[u8])> = if want.has(
+        ReqFields::HEADERS
+            | ReqFields::COOKIES
+            | ReqFields::CONTENT_TYPE
+            | ReqFields::CONTENT_ENCODING
+            | ReqFields::USER_AGENT
+            | ReqFields::LOCATION,
+    ) {
+        r.headers().collect()
+    } else {
+        Vec::new()
+    };
+    let mut entries: Vec<(&str, Value)> = Vec::with_capacity(16);
+    if want.has(ReqFields::METHOD) {
+        entries.push(("method", text(r.method())));
+    }
+    if want.has(ReqFields::URL) {
+        entries.push(("url", string(r.url())));
+    }
+    if want.has(ReqFields::URL_PARTS) {
+        let authority = String::from_utf8_lossy(r.authority()).to_ascii_lowercase();
+        let port = authority
+            .rsplit_once(':')
+            .filter(|(h, _)| !h.contains('[') || h.ends_with(']'))
+            .and_then(|(_, p)| p.parse::<i64>().ok())
+            .unwrap_or(match r.scheme {
+                Scheme::Http => 80,
+                Scheme::Https => 443,
+            });
+        entries.push((
+            "url_parts",
+            map([
+                ("scheme", string(r.scheme.as_str())),
+                ("host", string(r.host)),
+                ("port", Value::Int(port)),
+                ("path", string(percent_decode(path, false))),
+                ("raw_path", string(path)),
+                ("query", string(query)),
+                ("query_params", params_value(query)),
+                ("authority", string(authority.as_str())),
+                ("raw", string(r.url().as_str())),
+                ("uri", string(target.as_str())),
+                ("user_password", string("")),
+            ]),
+        ));
+    }
+    if want.has(ReqFields::HOST) {
+        entries.push(("host", string(r.host)));
+    }
+    if want.has(ReqFields::HEADERS) {
+        entries.push(("headers", headers_value(fields.iter().copied())));
+    }
+    if want.has(ReqFields::QUERY_PARAMS) {
+        entries.push(("query_params", params_value(query)));
+    }
+    if want.has(ReqFields::COOKIES) {
+        entries.push((
             "cookies",
             cookies_value(
                 fields
@@ -253,17 +375,30 @@ pub fn req_value(r: &RequestInfo<'_>) -> Value {
                     .filter(|(n, _)| n.eq_ignore_ascii_case(b"cookie"))
                     .map(|(_, v)| *v),
             ),
-        ),
-        ("content_length", Value::Int(content_length(r.head.framing))),
-        ("content_type", first_header(&fields, "content-type")),
-        (
+        ));
+    }
+    if want.has(ReqFields::CONTENT_LENGTH) {
+        entries.push(("content_length", Value::Int(content_length(r.head.framing))));
+    }
+    if want.has(ReqFields::CONTENT_TYPE) {
+        entries.push(("content_type", first_header(&fields, "content-type")));
+    }
+    if want.has(ReqFields::CONTENT_ENCODING) {
+        entries.push((
             "content_encoding",
             first_header(&fields, "content-encoding"),
-        ),
-        ("user_agent", first_header(&fields, "user-agent")),
-        ("location", first_header(&fields, "location")),
-        ("version", string(r.version)),
-    ])
+        ));
+    }
+    if want.has(ReqFields::USER_AGENT) {
+        entries.push(("user_agent", first_header(&fields, "user-agent")));
+    }
+    if want.has(ReqFields::LOCATION) {
+        entries.push(("location", first_header(&fields, "location")));
+    }
+    if want.has(ReqFields::VERSION) {
+        entries.push(("version", string(r.version)));
+    }
+    map(entries)
 }
 
 /// `res`.
@@ -346,5 +481,27 @@ mod tests {
         let q = query_params("a=1&b=2&a=3&c");
         assert_eq!(q[0], ("a".into(), vec!["1".into(), "3".into()]));
         assert_eq!(q[2], ("c".into(), vec![String::new()]));
+    }
+}
+
+#[cfg(test)]
+mod req_fields_tests {
+    use super::ReqFields;
+
+    #[test]
+    fn scan_finds_the_fields_read() {
+        let m = ReqFields::scan("req.method == 'GET' && req.url.path.startsWith('/a')");
+        assert!(m.has(ReqFields::METHOD) && m.has(ReqFields::URL_PARTS));
+        assert!(!m.has(ReqFields::HEADERS) && !m.has(ReqFields::COOKIES));
+        assert_eq!(ReqFields::scan("size(req) > 0"), ReqFields::ALL);
+        assert_eq!(ReqFields::scan("req['method'] == 'GET'"), ReqFields::ALL);
+        assert_eq!(ReqFields::scan("req.nosuchfield"), ReqFields::ALL);
+        assert!(ReqFields::scan("getReqHeader('x') == ['1']").has(ReqFields::HEADERS));
+        // Other identifiers containing "req" are not `req`.
+        assert_eq!(
+            ReqFields::scan("vars.request_id == 'x' && myreq.a"),
+            ReqFields::NONE
+        );
+        assert_eq!(ReqFields::scan("true"), ReqFields::NONE);
     }
 }
