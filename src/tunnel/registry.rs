@@ -19,9 +19,7 @@ use super::messages::{
     self, ngrok_error, Auth, AuthResp, AuthRespExtra, Bind, BindResp, BindRespExtra, ErrorResp,
     HttpOpts,
 };
-use crate::policy::{CompiledPolicy, TrafficPolicy};
-
-mod legacy;
+use crate::policy::{legacy, CompiledPolicy, TrafficPolicy};
 use crate::route::{normalize_host, Binding, Endpoint, Member, RouteTable, Scheme, TunnelTarget};
 
 pub type SessionId = u64;
@@ -704,9 +702,9 @@ fn compile_bind_policy(
     if legacy.is_empty() && user.is_none() {
         return Ok(None);
     }
-    let n_req = legacy.doc.on_http_request.len();
-    let n_res = legacy.doc.on_http_response.len();
-    let mut doc = legacy.doc;
+    let n_req = legacy.on_http_request.len();
+    let n_res = legacy.on_http_response.len();
+    let mut doc = legacy.policy()?;
     if let Some(user) = user {
         doc.on_http_request.extend(user.on_http_request);
         doc.on_http_response.extend(user.on_http_response);

@@ -1,13 +1,15 @@
 //! The agents' legacy per-endpoint options (HTTP endpoint `Opts` of a
 //! Bind: `BasicAuth`, `IPRestriction`, `OAuth`, ...) translated into a
 //! traffic policy document, as ngrok's docs recommend, so the one policy
-//! engine enforces them.
+//! engine enforces them. The edge translates what SDKs send
+//! (`tunnel::registry`); our agent translates its deprecated ngrok flags
+//! into the same options and sends the resulting policy (`agent::cli`).
 //!
 //! Owns: reading those options (null, absent and empty mean "off", as the
 //! SDKs send them) and building rules named `legacy <Option>`. Never
-//! compiles: the registry compiles the document together with the
-//! agent's own `TrafficPolicy`, legacy rules first. Options the edge
-//! cannot honour are refused with a message naming them, never ignored.
+//! compiles: callers compile the document together with the agent's own
+//! `TrafficPolicy`, legacy rules first. Options the edge cannot honour
+//! are refused with a message naming them, never ignored.
 //!
 //! Rule order (ngrok's middleware order): `on_http_request`: IPRestriction
 //! (restrict-ips), BasicAuth/`Auth` (basic-auth), OAuth (oauth), OIDC
@@ -17,7 +19,7 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::policy::document::{Action, Rule, TrafficPolicy};
+use super::document::TrafficPolicy;
 
 /// Options refused because no action implements them yet.
 const NOT_SUPPORTED: &[&str] = &[
@@ -33,15 +35,62 @@ pub const RULE_PREFIX: &str = "legacy ";
 /// Headers per add-headers/remove-headers action (the actions' limit).
 const HEADERS_PER_ACTION: usize = 10;
 
-/// A translated set of options.
+/// A translated set of options: rules as policy-document JSON.
 #[derive(Debug, Default)]
 pub struct Legacy {
-    pub doc: TrafficPolicy,
+    pub on_http_request: Vec<Value>,
+    pub on_http_response: Vec<Value>,
 }
 
 impl Legacy {
     pub fn is_empty(&self) -> bool {
-        self.doc.on_http_request.is_empty() && self.doc.on_http_response.is_empty()
+        self.on_http_request.is_empty() && self.on_http_response.is_empty()
+    }
+
+    /// The rules as a policy document (JSON).
+    pub fn document(&self) -> Value {
+        json!({
+            "on_http_request": self.on_http_request,
+            "on_http_response": self.on_http_response,
+        })
+    }
+
+    /// The rules as a parsed document, for compiling.
+    pub fn policy(&self) -> Result<TrafficPolicy, String> {
+        serde_json::from_value(self.document()).map_err(|e| format!("legacy endpoint options: {e}"))
+    }
+
+    /// Puts these rules before those of a policy document in JSON or YAML
+    /// text (none: just these), as JSON text.
+    pub fn prepend_to(&self, text: Option<&str>) -> Result<String, String> {
+        let mut doc = match text.map(str::trim).filter(|t| !t.is_empty()) {
+            None => json!({}),
+            Some(t) if t.starts_with('{') => {
+                serde_json::from_str::<Value>(t).map_err(|e| format!("traffic policy: {e}"))?
+            }
+            Some(t) => {
+                serde_yaml::from_str::<Value>(t).map_err(|e| format!("traffic policy: {e}"))?
+            }
+        };
+        let Some(map) = doc.as_object_mut() else {
+            return Err("traffic policy: the document must be a map of phases".into());
+        };
+        for (phase, rules) in [
+            ("on_http_request", &self.on_http_request),
+            ("on_http_response", &self.on_http_response),
+        ] {
+            if rules.is_empty() {
+                continue;
+            }
+            let mut all = rules.clone();
+            match map.remove(phase) {
+                None | Some(Value::Null) => {}
+                Some(Value::Array(theirs)) => all.extend(theirs),
+                Some(_) => return Err(format!("traffic policy: {phase} must be a list of rules")),
+            }
+            map.insert(phase.into(), Value::Array(all));
+        }
+        Ok(doc.to_string())
     }
 }
 
@@ -66,7 +115,7 @@ pub fn translate(opts: &Value) -> Result<Legacy, String> {
     if matches!(get(o, "HostHeaderRewrite"), Some(Value::Bool(true))) {
         return Err("The HostHeaderRewrite endpoint option is not supported: the edge cannot know the upstream's host. Send the Host you want as a request header instead (RequestHeaders add \"host:<upstream host>\", or an add-headers action in a traffic policy).".into());
     }
-    let req = &mut out.doc.on_http_request;
+    let req = &mut out.on_http_request;
     if let Some(v) = set(o, "IPRestriction") {
         push(req, "IPRestriction", ip_restriction(v)?);
     }
@@ -102,7 +151,7 @@ pub fn translate(opts: &Value) -> Result<Legacy, String> {
     if let Some(v) = set(o, "RequestHeaders") {
         push(req, "RequestHeaders", headers("RequestHeaders", v)?);
     }
-    let res = &mut out.doc.on_http_response;
+    let res = &mut out.on_http_response;
     if let Some(v) = set(o, "ResponseHeaders") {
         push(res, "ResponseHeaders", headers("ResponseHeaders", v)?);
     }
@@ -110,10 +159,7 @@ pub fn translate(opts: &Value) -> Result<Legacy, String> {
         push(
             res,
             "Compression",
-            vec![Action {
-                kind: "compress-response".into(),
-                config: None,
-            }],
+            vec![json!({ "type": "compress-response" })],
         );
     }
     Ok(out)
@@ -131,22 +177,18 @@ fn set<'a>(o: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
     get(o, name).filter(|v| !v.is_null())
 }
 
-fn push(rules: &mut Vec<Rule>, option: &str, actions: Vec<Action>) {
+fn push(rules: &mut Vec<Value>, option: &str, actions: Vec<Value>) {
     if actions.is_empty() {
         return;
     }
-    rules.push(Rule {
-        name: Some(format!("{RULE_PREFIX}{option}")),
-        expressions: Vec::new(),
-        actions,
-    });
+    rules.push(json!({
+        "name": format!("{RULE_PREFIX}{option}"),
+        "actions": actions,
+    }));
 }
 
-fn action(kind: &str, config: Value) -> Action {
-    Action {
-        kind: kind.into(),
-        config: Some(config),
-    }
+fn action(kind: &str, config: Value) -> Value {
+    json!({ "type": kind, "config": config })
 }
 
 fn object<'a>(option: &str, v: &'a Value) -> Result<&'a Map<String, Value>, String> {
@@ -209,7 +251,7 @@ fn refuse_sealed(option: &str, o: &Map<String, Value>, key: &str) -> Result<(), 
     Ok(())
 }
 
-fn ip_restriction(v: &Value) -> Result<Vec<Action>, String> {
+fn ip_restriction(v: &Value) -> Result<Vec<Value>, String> {
     let o = object("IPRestriction", v)?;
     let allow = strings("IPRestriction", o, "allow_cidrs")?;
     let deny = strings("IPRestriction", o, "deny_cidrs")?;
@@ -311,7 +353,7 @@ fn webhook(v: &Value) -> Result<Value, String> {
 /// `{add: ["name:value"], remove: ["name"], addParsed: {name: value}}`
 /// → remove-headers, then add-headers (at most ten names per action; a
 /// name added twice goes to a second action, so both values are sent).
-fn headers(option: &str, v: &Value) -> Result<Vec<Action>, String> {
+fn headers(option: &str, v: &Value) -> Result<Vec<Value>, String> {
     let o = object(option, v)?;
     let remove = strings(option, o, "remove")?;
     let mut add: Vec<(String, String)> = Vec::new();
@@ -363,4 +405,68 @@ fn headers(option: &str, v: &Value) -> Result<Vec<Action>, String> {
         actions.push(action("add-headers", json!({ "headers": g })));
     }
     Ok(actions)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_become_named_rules_in_order() {
+        let l = translate(&json!({
+            "Compression": {},
+            "RequestHeaders": {"add": ["x-a:1"]},
+            "BasicAuth": {"credentials": [{"username": "u", "cleartext_password": "password1"}]},
+            "IPRestriction": {"allow_cidrs": ["10.0.0.0/8"]},
+        }))
+        .expect("translate");
+        let names: Vec<&str> = l
+            .on_http_request
+            .iter()
+            .filter_map(|r| r["name"].as_str())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "legacy IPRestriction",
+                "legacy BasicAuth",
+                "legacy RequestHeaders"
+            ]
+        );
+        assert_eq!(
+            l.on_http_response[0]["actions"][0]["type"],
+            "compress-response"
+        );
+        assert_eq!(option_of("legacy BasicAuth"), Some("BasicAuth"));
+        assert!(l.policy().is_ok());
+    }
+
+    #[test]
+    fn eleven_added_headers_take_two_actions() {
+        let add: Vec<String> = (0..11).map(|i| format!("x-{i}:v")).collect();
+        let l = translate(&json!({"RequestHeaders": {"add": add, "remove": ["a"]}}))
+            .expect("translate");
+        let actions = l.on_http_request[0]["actions"].as_array().expect("list");
+        let kinds: Vec<&str> = actions.iter().filter_map(|a| a["type"].as_str()).collect();
+        assert_eq!(kinds, ["remove-headers", "add-headers", "add-headers"]);
+    }
+
+    #[test]
+    fn prepend_to_json_and_yaml() {
+        let l = translate(&json!({"Compression": {}, "Auth": "u:password1"})).expect("t");
+        let out = l.prepend_to(None).expect("none");
+        let v: Value = serde_json::from_str(&out).expect("json");
+        assert_eq!(v["on_http_request"].as_array().map(Vec::len), Some(1));
+        let yaml = "on_http_request:\n  - actions:\n      - type: deny\non_tcp_connect: []\n";
+        let v: Value = serde_json::from_str(&l.prepend_to(Some(yaml)).expect("yaml")).expect("j");
+        assert_eq!(v["on_http_request"][0]["name"], "legacy BasicAuth");
+        assert_eq!(v["on_http_request"][1]["actions"][0]["type"], "deny");
+        assert_eq!(v["on_http_response"][0]["name"], "legacy Compression");
+        assert!(v["on_tcp_connect"].is_array());
+        let json_doc = r#"{"on_http_response":[{"actions":[{"type":"log","config":{"metadata":{"a":"b"}}}]}]}"#;
+        let v: Value =
+            serde_json::from_str(&l.prepend_to(Some(json_doc)).expect("json")).expect("j");
+        assert_eq!(v["on_http_response"][1]["actions"][0]["type"], "log");
+        assert!(l.prepend_to(Some("- a list")).is_err());
+    }
 }
