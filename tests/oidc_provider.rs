@@ -3,22 +3,21 @@
 //! loopback, with a certificate made here and trusted through the action's
 //! `ca_bundle`.
 //!
-//! The policy engine is wired elsewhere, so the test drives
-//! [`AuthAction::on_request`] directly on a monoio runtime, as the edge's
-//! workers will, and plays the browser: it follows redirects and keeps
-//! cookies, sending requests for the app's host to the action and the rest
-//! to the provider (through the action's own fetch client).
-//!
-//! Needs `node` and `npm ci` in tests/oidc (scripts/test.sh does both);
-//! outside CI a missing node skips with a message.
+//! The test drives [`AuthAction::on_request`] directly on a monoio
+//! runtime, as the edge's workers do, and plays the browser: it follows
+//! redirects and keeps cookies, sending requests for the app's host to the
+//! action and the rest to the provider (through the action's own fetch
+//! client). That reaches the flow's corners (tampered cookies, expiry,
+//! forged state) cheaply; tests/oidc_edge.rs runs the login through the
+//! edge binary. The provider helpers live in tests/common/oidc.rs.
+
+mod common;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::path::Path;
 use std::time::Duration;
+
+use common::oidc::{provider_available, start_provider, IdP, CLIENT_ID, CLIENT_SECRET};
 
 use ringress::policy::oidc::fetch::{FetchRequest, Fetcher};
 use ringress::policy::oidc::url::{form_encode, Url};
@@ -26,140 +25,11 @@ use ringress::policy::oidc::{AuthAction, AuthKind, AuthOutcome, AuthRequest};
 use serde_json::{json, Value};
 
 const APP: &str = "app.ringress.test";
-const CLIENT_ID: &str = "ringress-e2e";
-const CLIENT_SECRET: &str = "e2e-secret-with:colon&amp";
 
 type Rt = monoio::FusionRuntime<
     monoio::time::TimeDriver<monoio::IoUringDriver>,
     monoio::time::TimeDriver<monoio::LegacyDriver>,
 >;
-
-fn oidc_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/oidc")
-}
-
-fn have(cmd: &str) -> bool {
-    Command::new(cmd)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
-}
-
-/// node plus oidc-provider in tests/oidc/node_modules (installed here with
-/// `npm ci` when npm is present). Outside CI, missing tools skip the test.
-fn provider_available() -> bool {
-    let installed = || {
-        oidc_dir()
-            .join("node_modules/oidc-provider/package.json")
-            .exists()
-    };
-    if have("node") && !installed() && have("npm") {
-        let status = Command::new("npm")
-            .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
-            .current_dir(oidc_dir())
-            .status();
-        println!("npm ci in tests/oidc: {status:?}");
-    }
-    if have("node") && installed() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "node and oidc-provider are needed (scripts/test.sh installs nodejs/npm and runs npm ci in tests/oidc)"
-    );
-    println!("SKIPPED: node or oidc-provider not installed");
-    false
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
-}
-
-/// The provider process, killed on drop.
-struct IdP {
-    child: Child,
-    issuer: String,
-    ca: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for IdP {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_provider() -> IdP {
-    let dir = tempfile::tempdir().expect("tempdir");
-    // A CA and a server certificate for 127.0.0.1.
-    let ca_key = rcgen::KeyPair::generate().expect("key");
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "ringress e2e CA");
-    let ca = ca_params.self_signed(&ca_key).expect("ca");
-    let leaf_key = rcgen::KeyPair::generate().expect("key");
-    let leaf_params =
-        rcgen::CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
-            .expect("params");
-    let leaf = leaf_params
-        .signed_by(&leaf_key, &ca, &ca_key)
-        .expect("leaf");
-    let (ca_path, cert_path, key_path) = (
-        dir.path().join("ca.pem"),
-        dir.path().join("cert.pem"),
-        dir.path().join("key.pem"),
-    );
-    std::fs::write(&ca_path, ca.pem()).expect("write");
-    std::fs::write(&cert_path, leaf.pem()).expect("write");
-    std::fs::write(&key_path, leaf_key.serialize_pem()).expect("write");
-
-    let port = free_port();
-    let mut child = Command::new("node")
-        .arg(oidc_dir().join("provider.mjs"))
-        .env("PORT", port.to_string())
-        .env("CERT", &cert_path)
-        .env("KEY", &key_path)
-        .env("CLIENT_ID", CLIENT_ID)
-        .env("CLIENT_SECRET", CLIENT_SECRET)
-        .env("REDIRECT_URI", format!("https://{APP}/ngrok/oidc/callback"))
-        .env("DEBUG", "")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn node");
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            println!("[provider] {line}");
-            if let Some(issuer) = line.strip_prefix("READY ") {
-                let _ = tx.send(issuer.to_string());
-            }
-        }
-    });
-    let issuer = match rx.recv_timeout(Duration::from_secs(30)) {
-        Ok(i) => i,
-        Err(_) => {
-            let _ = child.kill();
-            panic!("the OpenID provider did not start within 30 s");
-        }
-    };
-    IdP {
-        child,
-        issuer,
-        ca: ca_path,
-        _dir: dir,
-    }
-}
 
 /// Where a navigation ended.
 #[derive(Debug)]
@@ -401,7 +271,7 @@ fn oidc_login_against_a_real_provider() {
     if !provider_available() {
         return;
     }
-    let idp = start_provider();
+    let idp = start_provider(&format!("https://{APP}/ngrok/oidc/callback"));
     let a = action(&idp, json!({}));
     let mut browser = Browser::new(&idp.ca);
     let app = |p: &str| format!("https://{APP}{p}");

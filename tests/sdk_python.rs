@@ -43,6 +43,17 @@ struct Sdk {
 
 impl Sdk {
     fn start(tunnel: std::net::SocketAddr, ca: &std::path::Path, domain: &str, port: u16) -> Sdk {
+        Sdk::start_with(tunnel, ca, domain, port, &[])
+    }
+
+    /// With extra forward.py arguments (legacy endpoint options).
+    fn start_with(
+        tunnel: std::net::SocketAddr,
+        ca: &std::path::Path,
+        domain: &str,
+        port: u16,
+        extra: &[&str],
+    ) -> Sdk {
         let dir = tempfile::tempdir().expect("tempdir");
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk/forward.py");
         let child = Command::new("python3")
@@ -51,6 +62,7 @@ impl Sdk {
             .arg("--root-cas")
             .arg(ca)
             .args(["--domain", domain, "--port", &port.to_string()])
+            .args(extra)
             .stdin(Stdio::piped())
             .stdout(File::create(dir.path().join("out")).expect("out"))
             .stderr(File::create(dir.path().join("err")).expect("err"))
@@ -104,6 +116,18 @@ fn dev_edge_with_tunnel(data: &std::path::Path, tunnel: &str) -> Edge {
 
 /// GET over HTTPS with rustls, trusting the dev CA; the status code.
 fn https_status(edge: &Edge, ca: &std::path::Path, host: &str, path: &str) -> Option<u16> {
+    https_get(edge, ca, host, path, "").map(|(status, _)| status)
+}
+
+/// GET over HTTPS with extra header lines; the status and the whole
+/// response as text.
+fn https_get(
+    edge: &Edge,
+    ca: &std::path::Path,
+    host: &str,
+    path: &str,
+    extra_headers: &str,
+) -> Option<(u16, String)> {
     let addr = edge.listener_addr("https");
     let cfg = common::tls::client_config(ca, &[b"http/1.1"]);
     let name = rustls::pki_types::ServerName::try_from(host.to_owned()).ok()?;
@@ -111,12 +135,14 @@ fn https_status(edge: &Edge, ca: &std::path::Path, host: &str, path: &str) -> Op
     let tcp = TcpStream::connect(addr).ok()?;
     tcp.set_read_timeout(Some(Duration::from_secs(20))).ok()?;
     let mut tls = rustls::StreamOwned::new(conn, tcp);
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    let req =
+        format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n{extra_headers}Connection: close\r\n\r\n");
     tls.write_all(req.as_bytes()).ok()?;
     let mut out = Vec::new();
     let _ = tls.read_to_end(&mut out);
-    let text = String::from_utf8_lossy(&out);
-    text.split_whitespace().nth(1)?.parse().ok()
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, text))
 }
 
 #[test]
@@ -266,5 +292,112 @@ fn sdk_session_carries_600_concurrent_connections() {
         1,
         "the SDK session was lost; SDK stderr:\n{}",
         sdk.stderr()
+    );
+}
+
+#[test]
+fn sdk_legacy_basic_auth_and_request_headers_are_enforced() {
+    if !sdk_available() {
+        return;
+    }
+    let up = Upstream::start(Behaviour::Echo);
+    let data = tempfile::tempdir().expect("tempdir");
+    let edge = dev_edge_with_tunnel(data.path(), "127.0.0.1:0");
+    let ca = dev_ca(&edge);
+    // The SDK sends these as the Bind's BasicAuth / RequestHeaders /
+    // ResponseHeaders options, not as a traffic policy.
+    let sdk = Sdk::start_with(
+        edge.listener_addr("tunnel"),
+        &ca,
+        "legacy.ringress.localhost",
+        up.addr().port(),
+        &[
+            "--basic-auth",
+            "user:password1",
+            "--basic-auth",
+            "ops:password2",
+            "--request-header-add",
+            "x-from-sdk:legacy",
+            "--response-header-add",
+            "x-edge:added",
+        ],
+    );
+    let (host, _) = url_host_port(&sdk.url);
+    let (status, text) =
+        https_get(&edge, &ca, &host, "/private", "").expect("response without credentials");
+    assert_eq!(status, 401, "{text}\nSDK stderr:\n{}", sdk.stderr());
+    assert!(
+        text.to_ascii_lowercase()
+            .contains("www-authenticate: basic"),
+        "{text}"
+    );
+    assert_eq!(
+        up.request_count(),
+        0,
+        "nothing forwarded without credentials"
+    );
+
+    use base64::Engine;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let (status, _) = https_get(
+        &edge,
+        &ca,
+        &host,
+        "/private",
+        &format!("Authorization: Basic {}\r\n", b64("user:wrong-one")),
+    )
+    .expect("response");
+    assert_eq!(status, 401);
+    for creds in ["user:password1", "ops:password2"] {
+        let (status, text) = https_get(
+            &edge,
+            &ca,
+            &host,
+            "/private",
+            &format!("Authorization: Basic {}\r\n", b64(creds)),
+        )
+        .expect("response");
+        assert_eq!(status, 200, "{creds}: {text}");
+        assert!(
+            text.to_ascii_lowercase().contains("x-edge: added"),
+            "{text}"
+        );
+        let seen = up.last_request();
+        assert_eq!(seen.target, "/private");
+        assert_eq!(
+            seen.header("x-from-sdk"),
+            Some("legacy"),
+            "{}",
+            seen.head_text()
+        );
+    }
+}
+
+#[test]
+fn sdk_legacy_option_the_edge_cannot_honour_is_refused() {
+    if !sdk_available() {
+        return;
+    }
+    let data = tempfile::tempdir().expect("tempdir");
+    let edge = dev_edge_with_tunnel(data.path(), "127.0.0.1:0");
+    let ca = dev_ca(&edge);
+    // A password shorter than basic-auth allows: the SDK passes it, the
+    // edge refuses the bind with ERR_NGROK_9026 naming the option, and
+    // forward() raises.
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk/forward.py");
+    let tunnel = edge.listener_addr("tunnel");
+    let mut cmd = Command::new("python3");
+    cmd.arg(script)
+        .args(["--server-addr", &format!("localhost:{}", tunnel.port())])
+        .arg("--root-cas")
+        .arg(&ca)
+        .args(["--domain", "bad.ringress.localhost", "--port", "9"])
+        .args(["--basic-auth", "user:short"]);
+    let out = run_command(cmd, Duration::from_secs(30));
+    assert!(!out.status.success(), "forward() should fail");
+    assert!(
+        out.stderr.contains("BasicAuth") && out.stderr.contains("ERR_NGROK_9026"),
+        "{}",
+        out.stderr
     );
 }

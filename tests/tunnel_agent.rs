@@ -358,3 +358,75 @@ fn edge_shutdown_lets_tunnelled_requests_finish() {
         "edge did not stop"
     );
 }
+
+#[test]
+fn agent_deprecated_basic_auth_flag_is_enforced_by_the_edge() {
+    use base64::Engine;
+    let up = Upstream::start(Behaviour::Echo);
+    let edge = dev_edge("");
+    // Translated by the agent into a traffic policy sent with the Bind.
+    let (_agent, _url) = Agent::start(
+        &edge,
+        &up.addr().port().to_string(),
+        &[
+            "--url",
+            "http://locked.ringress.localhost",
+            "--basic-auth",
+            "user:password1",
+            "--basic-auth",
+            "ops:password2",
+            "--request-header-add",
+            "x-agent-flag:on",
+        ],
+    );
+    let host = "locked.ringress.localhost";
+    let r = http_get(&edge, host, "/secret");
+    assert_edge_error(&r, 401, "ERR_NGROK_3401");
+    assert_eq!(r.header("www-authenticate"), Some("Basic realm=\"ngrok\""));
+    assert_eq!(up.request_count(), 0);
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let wrong = send_request(
+        edge.addr(),
+        format!(
+            "GET /secret HTTP/1.1\r\nHost: {host}\r\nAuthorization: Basic {}\r\n\r\n",
+            b64("user:password2")
+        ),
+    );
+    assert_eq!(wrong.status, 401);
+    let mut c = Client::connect(edge.addr());
+    for creds in ["user:password1", "ops:password2"] {
+        let r = c.roundtrip(format!(
+            "GET /secret HTTP/1.1\r\nHost: {host}\r\nAuthorization: Basic {}\r\n\r\n",
+            b64(creds)
+        ));
+        assert_eq!(r.status, 200, "{creds}: {}", r.text());
+        let seen = up.last_request();
+        assert_eq!(seen.target, "/secret");
+        assert_eq!(seen.header("x-agent-flag"), Some("on"));
+    }
+    assert_eq!(up.request_count(), 2);
+}
+
+#[test]
+fn agent_deprecated_flag_refused_by_the_edge_names_the_option() {
+    let edge = dev_edge("");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cmd = Command::new(common::edge::binary());
+    cmd.arg("http")
+        .arg("9")
+        .arg("--server-addr")
+        .arg(edge.listener_addr("tunnel").to_string())
+        .arg("--root-cas")
+        .arg(dev_ca(&edge))
+        .args(["--url", "http://short.ringress.localhost"])
+        .args(["--basic-auth", "user:short"])
+        .env_remove("RUST_LOG")
+        .current_dir(dir.path());
+    let out = run_command(cmd, Duration::from_secs(20));
+    assert!(!out.status.success(), "the agent should fail to start");
+    assert!(
+        out.stderr.contains("legacy BasicAuth") && out.stderr.contains("8 to 128"),
+        "{}",
+        out.stderr
+    );
+}

@@ -28,6 +28,8 @@ pub enum LogFormat {
     Json,
 }
 
+// Parsed once at start-up: the size of one value does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the edge: public HTTP listener, routing, traffic policy, proxying.
@@ -91,6 +93,77 @@ pub struct HttpArgs {
     /// Sessions to open (default: one per edge worker).
     #[arg(long)]
     pub sessions: Option<usize>,
+    #[command(flatten)]
+    pub legacy: LegacyHttpArgs,
+}
+
+/// ngrok's deprecated endpoint flags, translated by the agent into a
+/// traffic policy sent with the endpoint (its rules run before those of
+/// --traffic-policy-file).
+#[derive(Debug, Default, Args)]
+#[command(next_help_heading = "Deprecated (translated into a traffic policy)")]
+pub struct LegacyHttpArgs {
+    /// Require HTTP basic auth: `user:password` (password 8-128
+    /// characters); repeatable.
+    #[arg(long, value_name = "USER:PASSWORD")]
+    pub basic_auth: Vec<String>,
+    /// Require an OAuth login with this provider (google, github).
+    #[arg(long, value_name = "PROVIDER")]
+    pub oauth: Option<String>,
+    /// OAuth: allow this email address; repeatable.
+    #[arg(long, value_name = "EMAIL")]
+    pub oauth_allow_email: Vec<String>,
+    /// OAuth: allow email addresses of this domain; repeatable.
+    #[arg(long, value_name = "DOMAIN")]
+    pub oauth_allow_domain: Vec<String>,
+    /// OAuth: the application's client id.
+    #[arg(long)]
+    pub oauth_client_id: Option<String>,
+    /// OAuth: the application's client secret.
+    #[arg(long)]
+    pub oauth_client_secret: Option<String>,
+    /// OAuth: an extra scope to request; repeatable.
+    #[arg(long, value_name = "SCOPE")]
+    pub oauth_scope: Vec<String>,
+    /// Require an OpenID Connect login with this issuer.
+    #[arg(long, value_name = "ISSUER_URL")]
+    pub oidc: Option<String>,
+    /// OpenID Connect: the client id.
+    #[arg(long)]
+    pub oidc_client_id: Option<String>,
+    /// OpenID Connect: the client secret.
+    #[arg(long)]
+    pub oidc_client_secret: Option<String>,
+    /// OpenID Connect: an extra scope to request; repeatable.
+    #[arg(long, value_name = "SCOPE")]
+    pub oidc_scope: Vec<String>,
+    /// Allow only clients in this CIDR; repeatable.
+    #[arg(long, value_name = "CIDR")]
+    pub cidr_allow: Vec<String>,
+    /// Refuse clients in this CIDR; repeatable.
+    #[arg(long, value_name = "CIDR")]
+    pub cidr_deny: Vec<String>,
+    /// Add a header to requests: `name:value`; repeatable.
+    #[arg(long, value_name = "NAME:VALUE")]
+    pub request_header_add: Vec<String>,
+    /// Remove a header from requests; repeatable.
+    #[arg(long, value_name = "NAME")]
+    pub request_header_remove: Vec<String>,
+    /// Add a header to responses: `name:value`; repeatable.
+    #[arg(long, value_name = "NAME:VALUE")]
+    pub response_header_add: Vec<String>,
+    /// Remove a header from responses; repeatable.
+    #[arg(long, value_name = "NAME")]
+    pub response_header_remove: Vec<String>,
+    /// Compress responses (gzip, br, zstd, deflate, as the client accepts).
+    #[arg(long)]
+    pub compression: bool,
+    /// Verify webhooks from this provider (github, stripe, slack, ...).
+    #[arg(long, value_name = "PROVIDER")]
+    pub verify_webhook: Option<String>,
+    /// The secret for --verify-webhook.
+    #[arg(long)]
+    pub verify_webhook_secret: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -230,8 +230,8 @@ impl CompiledPolicy {
 /// Runs one phase's rules in order: a rule whose expressions all hold
 /// runs its actions in order until one ends the phase.
 ///
-/// `async` so that actions needing outbound I/O (OAuth, OIDC, JWKS) can be
-/// awaited here; every action implemented so far completes at once.
+/// `async` because `oauth`, `openid-connect` and `jwt-validation` await
+/// their identity provider; every other action completes at once.
 pub(crate) async fn run_rules(rules: &[CompiledRule], cx: &mut Cx<'_, '_>) -> Result<Flow, Fail> {
     'rules: for rule in rules {
         for e in &rule.exprs {
@@ -241,7 +241,7 @@ pub(crate) async fn run_rules(rules: &[CompiledRule], cx: &mut Cx<'_, '_>) -> Re
             }
         }
         for a in &rule.actions {
-            match a.run(cx)? {
+            match a.run(cx).await? {
                 Flow::Next => {}
                 other => {
                     tracing::trace!(rule = %rule.name, "rule ended the phase");

@@ -8,7 +8,7 @@
 //! reads), `exchange` (per-exchange state and edits), `actions` (one
 //! module per action), `compile` (load-time checks, the rule loop),
 //! `pipeline` (the entry points drivers call), `reply` (edge-made
-//! responses).
+//! responses), `legacy` (agents' pre-policy endpoint options as rules).
 //!
 //! An invalid document is refused where it is attached, with a message
 //! naming the phase, rule, action and field; a request never meets a
@@ -21,6 +21,7 @@ pub mod document;
 pub mod engine;
 pub mod exchange;
 pub mod jwt;
+pub mod legacy;
 pub mod oidc;
 pub mod pipeline;
 pub mod reply;

@@ -290,8 +290,9 @@ fn poll_once<F: std::future::Future>(f: F) -> Option<F::Output> {
 }
 
 /// Runs the request phase to completion on the current thread, for
-/// callers that are not async (benchmarks, tests): every action
-/// implemented so far completes without waiting.
+/// callers that are not async (benchmarks, tests). Only `oauth`,
+/// `openid-connect` and `jwt-validation` may wait (for their provider):
+/// if one does, the reply is ERR_NGROK_3900.
 pub fn on_http_request_now(
     endpoint: &Arc<Endpoint>,
     req: &RequestInfo<'_>,

@@ -19,7 +19,7 @@ use super::messages::{
     self, ngrok_error, Auth, AuthResp, AuthRespExtra, Bind, BindResp, BindRespExtra, ErrorResp,
     HttpOpts,
 };
-use crate::policy::CompiledPolicy;
+use crate::policy::{legacy, CompiledPolicy, TrafficPolicy};
 use crate::route::{normalize_host, Binding, Endpoint, Member, RouteTable, Scheme, TunnelTarget};
 
 pub type SessionId = u64;
@@ -682,44 +682,52 @@ fn valid_hostname(h: &str) -> bool {
         })
 }
 
-/// The policy an agent attaches on Bind: `TrafficPolicy` (JSON or YAML
-/// text). Legacy per-option middleware the engine cannot enforce yet is
-/// refused rather than silently ignored.
+/// The policy of a Bind: the legacy endpoint options translated into
+/// rules (see [`legacy`]), then the agent's `TrafficPolicy` (JSON or YAML
+/// text), compiled as one document, legacy rules first in each phase.
+/// Options the edge cannot honour are refused, never silently ignored.
 fn compile_bind_policy(
     raw: &serde_json::Value,
     opts: &HttpOpts,
 ) -> Result<Option<CompiledPolicy>, String> {
-    const LEGACY: &[&str] = &[
-        "BasicAuth",
-        "OAuth",
-        "OIDC",
-        "IPRestriction",
-        "WebhookVerification",
-        "MutualTLSCA",
-        "RequestHeaders",
-        "ResponseHeaders",
-        "UserAgentFilter",
-        "CircuitBreaker",
-        "Compression",
-        "WebsocketTCPConverter",
-    ];
-    if let Some(o) = raw.as_object() {
-        for (k, v) in o {
-            if let Some(name) = LEGACY.iter().find(|l| l.eq_ignore_ascii_case(k)) {
-                if !v.is_null() {
-                    return Err(format!(
-                        "The {name} endpoint option is not supported by this edge yet; express it as a traffic policy."
-                    ));
-                }
-            }
-        }
-    }
-    if opts.traffic_policy.trim().is_empty() {
+    let legacy = legacy::translate(raw)?;
+    let user = if opts.traffic_policy.trim().is_empty() {
+        None
+    } else {
+        Some(
+            TrafficPolicy::parse(&opts.traffic_policy)
+                .map_err(|e| format!("Invalid traffic policy: {e}"))?,
+        )
+    };
+    if legacy.is_empty() && user.is_none() {
         return Ok(None);
     }
-    CompiledPolicy::from_text(&opts.traffic_policy)
-        .map(Some)
-        .map_err(|e| format!("Invalid traffic policy: {e}"))
+    let n_req = legacy.on_http_request.len();
+    let n_res = legacy.on_http_response.len();
+    let mut doc = legacy.policy()?;
+    if let Some(user) = user {
+        doc.on_http_request.extend(user.on_http_request);
+        doc.on_http_response.extend(user.on_http_response);
+        doc.on_tcp_connect.extend(user.on_tcp_connect);
+    }
+    CompiledPolicy::compile(&doc).map(Some).map_err(|mut e| {
+        let offset = match e.phase {
+            "on_http_request" => n_req,
+            "on_http_response" => n_res,
+            _ => 0,
+        };
+        match legacy::option_of(&e.rule_name) {
+            Some(option) if e.rule_index < offset => format!(
+                "The {option} endpoint option is invalid: {}: {}",
+                e.location, e.reason
+            ),
+            _ => {
+                // Number the agent's rules as the agent wrote them.
+                e.rule_index -= offset.min(e.rule_index);
+                format!("Invalid traffic policy: {e}")
+            }
+        }
+    })
 }
 
 #[cfg(test)]
@@ -919,5 +927,328 @@ mod tests {
         );
         assert!(parse_bind_url("tcp://x:1").is_err());
         assert!(parse_bind_url("https://x/path").is_err());
+    }
+    // ------------------------------------------------ legacy endpoint options
+
+    use crate::http1::{RequestHead, ResponseHead};
+    use crate::policy::pipeline::{self, RequestOutcome, ResponseOutcome};
+    use crate::policy::{ConnInfo, Exchange, ReplyStyle, RequestInfo, ResponseInfo};
+    use crate::proxy::headers::{
+        encode_request_head_edited, encode_response_head_edited, ClientConn, ForwardInfo,
+    };
+
+    /// Binds `host` with these extra `Opts` (over the all-null options the
+    /// Python SDK sends); the bound endpoint, or the bind error.
+    fn bind_with(extra: serde_json::Value) -> Result<Arc<Endpoint>, String> {
+        let r = reg();
+        let s = authed(&r, 0);
+        let mut opts = serde_json::json!({
+            "Domain": "legacy.test", "Hostname": "", "Auth": "", "Subdomain": "",
+            "HostHeaderRewrite": false, "LocalUrlScheme": null, "ProxyProto": 0,
+            "Compression": null, "CircuitBreaker": null, "IPRestriction": null,
+            "BasicAuth": null, "OAuth": null, "OIDC": null, "WebhookVerification": null,
+            "MutualTLSCA": null, "RequestHeaders": null, "ResponseHeaders": null,
+            "WebsocketTCPConverter": null, "UserAgentFilter": null, "TrafficPolicy": null,
+        });
+        if let (Some(o), Some(e)) = (opts.as_object_mut(), extra.as_object()) {
+            for (k, v) in e {
+                o.insert(k.clone(), v.clone());
+            }
+        }
+        let b = Bind {
+            proto: "https".into(),
+            opts,
+            ..Bind::default()
+        };
+        let resp = r.bind(s, &b);
+        if !resp.error.is_empty() {
+            return Err(resp.error);
+        }
+        Ok(r.table()
+            .https
+            .lookup("legacy.test")
+            .cloned()
+            .expect("bound"))
+    }
+
+    fn refused(extra: serde_json::Value) -> String {
+        let e = bind_with(extra).expect_err("refused");
+        assert!(e.ends_with("\n\nERR_NGROK_9026"), "{e}");
+        e
+    }
+
+    /// The request phase: (edge reply, head sent upstream).
+    fn request(ep: &Arc<Endpoint>, raw: &str, ip: &str, body: Option<&[u8]>) -> (String, String) {
+        let mut head = RequestHead::new();
+        assert_eq!(head.parse(raw.as_bytes(), 1 << 20), Ok(true), "{raw}");
+        let conn = ConnInfo {
+            client: Some(std::net::SocketAddr::new(ip.parse().expect("ip"), 40000)),
+            server_port: 443,
+            tls: None,
+        };
+        let info = RequestInfo {
+            buf: raw.as_bytes(),
+            head: &head,
+            scheme: Scheme::Https,
+            version: "HTTP/1.1",
+            host: "legacy.test",
+            conn: &conn,
+        };
+        let mut ex = Exchange::new();
+        let mut out = Vec::new();
+        let o = pipeline::on_http_request_now(
+            ep,
+            &info,
+            body,
+            &|_: &str| None,
+            &mut ex,
+            ReplyStyle::default(),
+            &mut out,
+        );
+        let mut up = Vec::new();
+        if matches!(o, RequestOutcome::Forward(_)) {
+            let fi = ForwardInfo {
+                client_ip: ip,
+                proto: "https",
+            };
+            encode_request_head_edited(raw.as_bytes(), &head, &fi, Some(&ex.req), &mut up);
+        }
+        (
+            String::from_utf8_lossy(&out).into_owned(),
+            String::from_utf8_lossy(&up).into_owned(),
+        )
+    }
+
+    fn get(extra: &str) -> String {
+        format!("GET /p HTTP/1.1\r\nHost: legacy.test\r\n{extra}\r\n")
+    }
+
+    fn basic(user_pass: &str) -> String {
+        use base64::Engine;
+        format!(
+            "Authorization: Basic {}\r\n",
+            base64::engine::general_purpose::STANDARD.encode(user_pass)
+        )
+    }
+
+    #[test]
+    fn null_legacy_options_attach_no_policy() {
+        let ep = bind_with(serde_json::json!({})).expect("bind");
+        assert!(ep.policy.is_none());
+        let ep =
+            bind_with(serde_json::json!({"IPRestriction": {"allow_cidrs": null}})).expect("bind");
+        assert!(ep.policy.is_none(), "empty lists restrict nothing");
+    }
+
+    #[test]
+    fn legacy_basic_auth() {
+        let ep = bind_with(serde_json::json!({"BasicAuth": {"credentials": [
+            {"username": "user", "cleartext_password": "password1"},
+            {"username": "ops", "cleartext_password": "another-one"}]}}))
+        .expect("bind");
+        let (reply, up) = request(&ep, &get(""), "192.0.2.1", None);
+        assert!(reply.starts_with("HTTP/1.1 401 "), "{reply}");
+        assert!(reply.contains("ERR_NGROK_3401") && up.is_empty());
+        let (reply, up) = request(&ep, &get(&basic("user:wrong-pass")), "192.0.2.1", None);
+        assert!(reply.starts_with("HTTP/1.1 401 ") && up.is_empty());
+        for good in ["user:password1", "ops:another-one"] {
+            let (reply, up) = request(&ep, &get(&basic(good)), "192.0.2.1", None);
+            assert!(reply.is_empty() && up.starts_with("GET /p "), "{reply}");
+        }
+        // The older `Auth: "user:pass"` string means the same.
+        let ep = bind_with(serde_json::json!({"Auth": "old:password9"})).expect("bind");
+        let (_, up) = request(&ep, &get(&basic("old:password9")), "192.0.2.1", None);
+        assert!(up.starts_with("GET /p "));
+        assert!(request(&ep, &get(""), "192.0.2.1", None).1.is_empty());
+
+        let e = refused(serde_json::json!({"BasicAuth": {"credentials": [
+            {"username": "user", "cleartext_password": "short"}]}}));
+        assert!(
+            e.contains("The BasicAuth endpoint option is invalid")
+                && e.contains("the password must be 8 to 128 characters"),
+            "{e}"
+        );
+        let e = refused(serde_json::json!({"BasicAuth": {"credentials": [
+            {"username": "user", "hashed_password": "JDJhJDEwJHh4eA=="}]}}));
+        assert!(
+            e.contains("BasicAuth.credentials[0]") && e.contains("hashed_password"),
+            "{e}"
+        );
+        let e = refused(serde_json::json!({"BasicAuth": {"credentials": [
+            {"username": "a:b", "cleartext_password": "password1"}]}}));
+        assert!(e.contains("contains ':'"), "{e}");
+    }
+
+    #[test]
+    fn legacy_ip_restriction() {
+        let ep = bind_with(serde_json::json!({"IPRestriction": {
+            "allow_cidrs": ["10.0.0.0/8"], "deny_cidrs": ["10.1.0.0/16"]}}))
+        .expect("bind");
+        for (ip, allowed) in [
+            ("10.2.3.4", true),
+            ("10.1.2.3", false),
+            ("192.0.2.1", false),
+        ] {
+            let (reply, up) = request(&ep, &get(""), ip, None);
+            if allowed {
+                assert!(up.starts_with("GET /p "), "{ip}: {reply}");
+            } else {
+                assert!(reply.starts_with("HTTP/1.1 403 "), "{ip}: {reply}");
+                assert!(reply.contains("ERR_NGROK_3205"));
+            }
+        }
+        let e = refused(serde_json::json!({"IPRestriction": {"deny_cidrs": ["nope"]}}));
+        assert!(
+            e.contains("The IPRestriction endpoint option is invalid") && e.contains("deny[0]"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn legacy_request_and_response_headers() {
+        let ep = bind_with(serde_json::json!({
+            "RequestHeaders": {"add": ["x-a:1", "x-a: 2", "host:localhost"], "remove": ["x-drop"]},
+            "ResponseHeaders": {"add": ["x-r:yes"], "remove": ["server"]},
+        }))
+        .expect("bind");
+        let (_, up) = request(&ep, &get("X-Drop: 1\r\nX-Keep: 1\r\n"), "192.0.2.1", None);
+        assert!(
+            up.contains("x-a: 1\r\n") && up.contains("x-a: 2\r\n"),
+            "{up}"
+        );
+        assert!(!up.to_ascii_lowercase().contains("x-drop"), "{up}");
+        assert!(up.contains("X-Keep: 1\r\n"), "{up}");
+        assert!(
+            up.to_ascii_lowercase().contains("host: localhost\r\n"),
+            "{up}"
+        );
+
+        let raw = b"HTTP/1.1 200 OK\r\nServer: up\r\nContent-Length: 0\r\n\r\n";
+        let mut res = ResponseHead::new();
+        assert_eq!(res.parse(raw, 1 << 20, false), Ok(true));
+        let mut ex = Exchange::new();
+        let mut out = Vec::new();
+        let o = pipeline::on_http_response(
+            &ep,
+            &ResponseInfo {
+                buf: raw,
+                head: &res,
+            },
+            &ConnInfo::default(),
+            &mut ex,
+            ReplyStyle::default(),
+            &mut out,
+        );
+        assert_eq!(o, ResponseOutcome::Relay);
+        let mut head = Vec::new();
+        encode_response_head_edited(raw, &res, ClientConn::KeepAlive, Some(&ex.res), &mut head);
+        let head = String::from_utf8_lossy(&head);
+        assert!(
+            head.contains("x-r: yes\r\n") && !head.contains("Server"),
+            "{head}"
+        );
+
+        let e = refused(serde_json::json!({"RequestHeaders": {"add": ["no-colon"]}}));
+        assert!(e.contains("RequestHeaders.add[0]"), "{e}");
+        let e = refused(serde_json::json!({"ResponseHeaders": {"remove": ["content-length"]}}));
+        assert!(
+            e.contains("The ResponseHeaders endpoint option is invalid"),
+            "{e}"
+        );
+        let e = refused(serde_json::json!({"RequestHeaders": {"add": ["x:${req.method}"]}}));
+        assert!(e.contains("interpolation"), "{e}");
+    }
+
+    #[test]
+    fn legacy_compression_and_webhook() {
+        let ep = bind_with(serde_json::json!({"Compression": {}})).expect("bind");
+        assert!(ep.policy.as_ref().is_some_and(|p| p.compresses));
+
+        let ep = bind_with(serde_json::json!({"WebhookVerification": {
+            "provider": "github", "secret": "s3cr3t"}}))
+        .expect("bind");
+        assert!(ep.policy.as_ref().and_then(|p| p.body_limit()).is_some());
+        let raw = "POST /hook HTTP/1.1\r\nHost: legacy.test\r\nContent-Length: 2\r\n\r\n";
+        let (reply, _) = request(&ep, raw, "192.0.2.1", Some(b"{}"));
+        assert!(reply.starts_with("HTTP/1.1 403 ") && reply.contains("ERR_NGROK_3204"));
+        let e = refused(serde_json::json!({"WebhookVerification": {
+            "provider": "github", "sealed_secret": "AAAA"}}));
+        assert!(e.contains("sealed"), "{e}");
+        let e = refused(serde_json::json!({"WebhookVerification": {
+            "provider": "nosuch", "secret": "x"}}));
+        assert!(
+            e.contains("The WebhookVerification endpoint option is invalid"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn legacy_oauth_and_oidc() {
+        let ep = bind_with(serde_json::json!({"OAuth": {
+            "provider": "google", "client_id": "id-1", "client_secret": "secret-1",
+            "allow_emails": ["a@example.com"], "allow_domains": null, "scopes": ["email"]}}))
+        .expect("bind");
+        assert!(ep.policy.is_some());
+        // No managed app here: the SDK's bare oauth("google") is refused.
+        let e = refused(serde_json::json!({"OAuth": {"provider": "google"}}));
+        assert!(
+            e.contains("The OAuth endpoint option is invalid") && e.contains("client_id"),
+            "{e}"
+        );
+        let e = refused(serde_json::json!({"OAuth": {"provider": "google",
+            "client_id": "id", "sealed_client_secret": "AAAA"}}));
+        assert!(e.contains("OAuth.sealed_client_secret"), "{e}");
+
+        let ep = bind_with(serde_json::json!({"OIDC": {
+            "issuer_url": "https://id.example.com", "client_id": "id-2",
+            "client_secret": "secret-2", "scopes": ["groups"], "allow_domains": ["example.com"]}}))
+        .expect("bind");
+        assert!(ep.policy.is_some());
+        let e = refused(serde_json::json!({"OIDC": {"client_id": "x", "client_secret": "y"}}));
+        assert!(e.contains("OIDC.issuer_url is required"), "{e}");
+    }
+
+    #[test]
+    fn legacy_options_without_an_action_are_refused() {
+        let e = refused(serde_json::json!({"HostHeaderRewrite": true}));
+        assert!(e.contains("HostHeaderRewrite") && e.contains("host"), "{e}");
+        for (name, v) in [
+            (
+                "CircuitBreaker",
+                serde_json::json!({"error_threshold": 0.5}),
+            ),
+            ("MutualTLSCA", serde_json::json!({"mutual_tls_ca": "LS0t"})),
+            ("UserAgentFilter", serde_json::json!({"allow": ["^curl"]})),
+            ("WebsocketTCPConverter", serde_json::json!({})),
+        ] {
+            let e = refused(serde_json::json!({ name: v }));
+            assert!(
+                e.contains(&format!("The {name} endpoint option is not supported")),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn legacy_rules_run_before_the_traffic_policy() {
+        let policy = r#"{"on_http_request":[{"actions":[{"type":"custom-response","config":{"status_code":200,"body":"from policy"}}]}]}"#;
+        let ep = bind_with(serde_json::json!({
+            "BasicAuth": {"credentials": [{"username": "user", "cleartext_password": "password1"}]},
+            "TrafficPolicy": policy,
+        }))
+        .expect("bind");
+        let (reply, _) = request(&ep, &get(""), "192.0.2.1", None);
+        assert!(reply.starts_with("HTTP/1.1 401 "), "{reply}");
+        let (reply, _) = request(&ep, &get(&basic("user:password1")), "192.0.2.1", None);
+        assert!(reply.ends_with("from policy"), "{reply}");
+        // Errors in the agent's policy are numbered as the agent wrote it.
+        let e = refused(serde_json::json!({
+            "BasicAuth": {"credentials": [{"username": "user", "cleartext_password": "password1"}]},
+            "TrafficPolicy": r#"{"on_http_request":[{"actions":[{"type":"frobnicate"}]}]}"#,
+        }));
+        assert!(
+            e.starts_with("Invalid traffic policy") && e.contains("on_http_request[0]"),
+            "{e}"
+        );
     }
 }

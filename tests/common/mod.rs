@@ -3,6 +3,7 @@
 //! - `edge`: spawns `ringress edge` in a tempdir and owns its lifetime.
 //! - `upstream`: a std-thread upstream that records what the edge forwarded.
 //! - `client`: a raw-socket HTTP/1.1 client.
+//! - `oidc`: a real OpenID provider (npm oidc-provider) for login tests.
 //!
 //! Everything binds or connects to 127.0.0.1 only, and every wait is bounded.
 #![allow(dead_code)]
@@ -10,6 +11,7 @@
 pub mod agent;
 pub mod client;
 pub mod edge;
+pub mod oidc;
 pub mod pebble;
 pub mod tls;
 pub mod upstream;

@@ -1,4 +1,5 @@
-// A real OpenID provider for tests/oidc_provider.rs: panva's certified
+// A real OpenID provider for tests/oidc_provider.rs and tests/oidc_edge.rs
+// (helpers in tests/common/oidc.rs): panva's certified
 // `oidc-provider` (npm), over HTTPS on loopback, with one static client and
 // a minimal login form (any login name succeeds, consent is granted at once).
 //

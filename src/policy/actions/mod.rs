@@ -8,6 +8,7 @@ pub mod auth;
 pub mod compress;
 pub mod forward;
 pub mod headers;
+pub mod identity;
 pub mod ips;
 pub mod rate_limit;
 pub mod respond;
@@ -19,6 +20,7 @@ use serde::de::DeserializeOwned;
 
 use super::cel::Needs;
 use super::engine::{Cx, Fail, Flow, PhaseKind};
+use super::oidc::AuthKind;
 
 /// A compiled action.
 #[derive(Debug)]
@@ -37,6 +39,9 @@ pub enum CompiledAction {
     CompressResponse(compress::CompressResponse),
     VerifyWebhook(webhook::VerifyWebhook),
     ForwardInternal(forward::ForwardInternal),
+    /// Boxed: far larger than the other actions.
+    Login(Box<identity::Login>),
+    JwtValidation(Box<identity::JwtValidation>),
 }
 
 use PhaseKind::{HttpRequest as Req, HttpResponse as Res, TcpConnect as Tcp};
@@ -130,6 +135,15 @@ impl CompiledAction {
             "forward-internal" if !tcp => {
                 CompiledAction::ForwardInternal(forward::ForwardInternal::compile(cfg)?)
             }
+            "oauth" => {
+                CompiledAction::Login(Box::new(identity::Login::compile(AuthKind::OAuth, cfg)?))
+            }
+            "openid-connect" => {
+                CompiledAction::Login(Box::new(identity::Login::compile(AuthKind::Oidc, cfg)?))
+            }
+            "jwt-validation" => {
+                CompiledAction::JwtValidation(Box::new(identity::JwtValidation::compile(cfg)?))
+            }
             other => return Err(format!("{other} is not supported yet")),
         })
     }
@@ -150,7 +164,9 @@ impl CompiledAction {
             CompiledAction::ForwardInternal(a) => a.needs(),
             CompiledAction::Deny(_)
             | CompiledAction::RemoveHeaders(_)
-            | CompiledAction::CompressResponse(_) => Needs::NONE,
+            | CompiledAction::CompressResponse(_)
+            | CompiledAction::Login(_)
+            | CompiledAction::JwtValidation(_) => Needs::NONE,
         }
     }
 
@@ -168,11 +184,14 @@ impl CompiledAction {
     pub fn body_limit(&self) -> Option<usize> {
         match self {
             CompiledAction::VerifyWebhook(_) => Some(webhook::BODY_LIMIT),
+            CompiledAction::JwtValidation(a) if a.needs_body() => Some(identity::JWT_BODY_LIMIT),
             _ => None,
         }
     }
 
-    pub fn run(&self, cx: &mut Cx<'_, '_>) -> Result<Flow, Fail> {
+    /// Runs the action. Only the identity actions ever wait (for their
+    /// provider); every other action completes at once.
+    pub async fn run(&self, cx: &mut Cx<'_, '_>) -> Result<Flow, Fail> {
         match self {
             CompiledAction::CustomResponse(a) => a.run(cx),
             CompiledAction::Deny(a) => a.run(cx),
@@ -188,6 +207,8 @@ impl CompiledAction {
             CompiledAction::CompressResponse(a) => a.run(cx),
             CompiledAction::VerifyWebhook(a) => a.run(cx),
             CompiledAction::ForwardInternal(a) => a.run(cx),
+            CompiledAction::Login(a) => a.run(cx).await,
+            CompiledAction::JwtValidation(a) => a.run(cx).await,
         }
     }
 }

@@ -645,8 +645,8 @@ fn compress_response_negotiation() {
 #[test]
 fn phase_rules_refused_at_load() {
     let cases = [
-        ("on_http_request:\n  - actions:\n      - type: oauth\n        config: {provider: google}\n", "oauth is not supported yet"),
-        ("on_http_request:\n  - actions:\n      - type: jwt-validation\n", "jwt-validation is not supported yet"),
+        ("on_http_request:\n  - actions:\n      - type: oauth\n        config: {provider: google}\n", "config.client_id: required"),
+        ("on_http_request:\n  - actions:\n      - type: jwt-validation\n", "actions[0] (jwt-validation): config"),
         ("on_http_request:\n  - actions:\n      - type: circuit-breaker\n", "circuit-breaker is not supported yet"),
         ("on_tcp_connect:\n  - actions:\n      - type: terminate-tls\n", "terminate-tls is not supported yet"),
         ("on_http_response:\n  - actions:\n      - type: redirect\n        config: {to: /x}\n", "not allowed in on_http_response"),
