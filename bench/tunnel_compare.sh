@@ -37,7 +37,7 @@
 #   SYSTEMS="direct tunnel rathole"   subset and order; the relay comparison is a separate
 #                               invocation: WORKERS=2 SYSTEMS="tunnel tunnel-relay"
 #   RATHOLE=                    rathole binary (default: PATH, then ~/.cargo/bin/rathole)
-#   UPSTREAM_IDLE_PER_HOST=64   [limits] upstream_idle_per_host of the ringress edges (the
+#   UPSTREAM_IDLE_PER_HOST=1024 [limits] upstream_idle_per_host of the ringress edges (the
 #                               default): idle upstream connections (direct) or idle tunnel
 #                               streams (tunnel) kept per worker; with more client
 #                               connections than this, the surplus is closed after each
@@ -66,7 +66,7 @@ KEEP_WORK=${KEEP_WORK:-0}
 QUIET_WAIT=${QUIET_WAIT:-120}
 MAX_OTHER=${MAX_OTHER:-10}
 NOISE_RETRIES=${NOISE_RETRIES:-2}
-UPSTREAM_IDLE_PER_HOST=${UPSTREAM_IDLE_PER_HOST:-64}
+UPSTREAM_IDLE_PER_HOST=${UPSTREAM_IDLE_PER_HOST:-1024}
 NOISY_RETRIES=0
 HOST_HEADER=bench.ringress.localhost
 
@@ -508,7 +508,7 @@ side_names() {
 SUMMARY=$WORK/summary.md
 {
     extra=""
-    ((UPSTREAM_IDLE_PER_HOST == 64)) || extra=" UPSTREAM_IDLE_PER_HOST=$UPSTREAM_IDLE_PER_HOST"
+    ((UPSTREAM_IDLE_PER_HOST == 1024)) || extra=" UPSTREAM_IDLE_PER_HOST=$UPSTREAM_IDLE_PER_HOST"
     echo "Date: $(date -u '+%Y-%m-%d %H:%M UTC'); command: \`ROUNDS=$ROUNDS DURATION=$DURATION WORKERS=$WORKERS CONNS_LIST=\"$CONNS_LIST\" SYSTEMS=\"$SYSTEMS\"$extra bench/tunnel_compare.sh\`"
     echo
     echo "Medians of $ROUNDS round(s). All systems and the upstream pinned to CPU $SERVER_CPU, wrk (-t1) to CPU $CLIENT_CPU; $WORKERS worker(s) per ringress edge (rathole: TOKIO_WORKER_THREADS=$WORKERS); ${DURATION}s per run. CPU µs/req is the whole system: edge + agent for the tunnels, server + client for rathole (split in the next two columns). TCP connects/req: every TCP connect on the machine during the run (wrk's connections at its start, rathole's data channels, connections to the upstream) per request; well above 0 it means connection churn. $NOISY_RETRIES run(s) repeated because other processes took more than $MAX_OTHER% of the CPU."

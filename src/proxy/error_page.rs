@@ -143,7 +143,9 @@ pub fn render(err: EdgeError, detail: &str, json: bool, close: bool, out: &mut V
     out.extend_from_slice(body.as_bytes());
 }
 
-fn html_escape(s: &str) -> String {
+/// Escapes text for HTML content and attribute values (the edge's error
+/// pages, the agent's directory listings, the login pages).
+pub fn html_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
@@ -151,6 +153,7 @@ fn html_escape(s: &str) -> String {
             '>' => out.push_str("&gt;"),
             '&' => out.push_str("&amp;"),
             '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
             _ => out.push(c),
         }
     }

@@ -2,6 +2,7 @@
 //! `ngrok-error-code`, HTML or JSON by the request's `Accept`.
 
 use super::AuthOutcome;
+use crate::proxy::error_page::html_escape;
 
 /// An auth error: status, ngrok code and a message for the user.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,25 +71,10 @@ pub fn page(title: &str, text: &str) -> Vec<u8> {
     format!(
         "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{t}</title></head>\
          <body><h1>{t}</h1><p>{m}</p></body></html>\n",
-        t = escape(title),
-        m = escape(text)
+        t = html_escape(title),
+        m = html_escape(text)
     )
     .into_bytes()
-}
-
-pub fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '&' => out.push_str("&amp;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 #[cfg(test)]

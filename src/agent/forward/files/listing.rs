@@ -2,6 +2,7 @@
 //! is HTML-escaped in text and percent-encoded in its link.
 
 use super::path::encode_segment;
+use crate::proxy::error_page::html_escape;
 
 /// One directory entry: raw file name bytes, and whether it is a directory.
 pub struct Entry {
@@ -14,7 +15,7 @@ pub struct Entry {
 /// then by name.
 pub fn render(title: &str, mut entries: Vec<Entry>, at_root: bool) -> String {
     entries.sort_by(|a, b| b.is_dir.cmp(&a.is_dir).then_with(|| a.name.cmp(&b.name)));
-    let title = escape(title);
+    let title = html_escape(title);
     let mut out = format!(
         "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>Index of {title}</title></head>\n\
          <body><h1>Index of {title}</h1>\n<ul>\n"
@@ -27,25 +28,10 @@ pub fn render(title: &str, mut entries: Vec<Entry>, at_root: bool) -> String {
         out.push_str(&format!(
             "<li><a href=\"./{href}{slash}\">{text}{slash}</a></li>\n",
             href = encode_segment(&e.name),
-            text = escape(&String::from_utf8_lossy(&e.name)),
+            text = html_escape(&String::from_utf8_lossy(&e.name)),
         ));
     }
     out.push_str("</ul></body></html>\n");
-    out
-}
-
-pub fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '&' => out.push_str("&amp;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            _ => out.push(c),
-        }
-    }
     out
 }
 

@@ -165,7 +165,7 @@ impl Reply {
         let body = format!(
             "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{status} {reason}</title></head>\
              <body><h1>{status} {reason}</h1><p>{}</p></body></html>\n",
-            listing::escape(message)
+            crate::proxy::error_page::html_escape(message)
         );
         Reply {
             status,
