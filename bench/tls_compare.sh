@@ -58,7 +58,7 @@
 #   SCENARIOS="keepalive handshake resume h2 h2pool"   subset and order
 #   H2_STREAMS=100              h2load -m (concurrent streams per connection), scenario h2
 #   H2POOL_CONNS=8 H2POOL_STREAMS=8   h2load -c and -m for scenario h2pool
-#   UPSTREAM_KEEPALIVE=64       idle upstream connections kept per worker: nginx `keepalive`,
+#   UPSTREAM_KEEPALIVE=1024      idle upstream connections kept per worker: nginx `keepalive`,
 #                               ringress `upstream_idle_per_host` (the same number)
 #   H2LOAD_N=                   h2load -n (default: that server's last h2 req/s x DURATION)
 #   H2LOAD_P99=1                h2load p99 from --log-file (0: report "-")
@@ -80,7 +80,7 @@ SCENARIOS=${SCENARIOS:-keepalive handshake resume h2 h2pool}
 H2_STREAMS=${H2_STREAMS:-100}
 H2POOL_CONNS=${H2POOL_CONNS:-8}
 H2POOL_STREAMS=${H2POOL_STREAMS:-8}
-UPSTREAM_KEEPALIVE=${UPSTREAM_KEEPALIVE:-64}
+UPSTREAM_KEEPALIVE=${UPSTREAM_KEEPALIVE:-1024}
 H2LOAD_N=${H2LOAD_N:-}
 H2LOAD_P99=${H2LOAD_P99:-1}
 RINGRESS_LOG_LEVEL=${RINGRESS_LOG_LEVEL:-info}
@@ -270,7 +270,7 @@ __attribute__((destructor)) static void report(void) {
 EOF
 cc -O2 -shared -fPIC -o "$WORK/tls_shim.so" "$WORK/tls_shim.c" -ldl 2>"$WORK/cc.log" ||
     { cat "$WORK/cc.log" >&2; die "could not compile the TLS client shim"; }
-ldd "$(command -v wrk)" | grep -q 'libssl\.so' || die "wrk is not linked to a shared libssl: the shim cannot work"
+ldd "$(command -v wrk)" | grep 'libssl\.so' >/dev/null || die "wrk is not linked to a shared libssl: the shim cannot work"
 
 # ---------------------------------------------------------------------------------------
 # Configs
