@@ -55,14 +55,24 @@ pub fn free_dns_port() -> u16 {
 }
 
 pub fn wait_tcp(port: u16, what: &str, child: &mut Child) {
+    if let Err(e) = try_wait_tcp(port, what, child) {
+        panic!("{e}");
+    }
+}
+
+/// Waits for `child` to listen on `port`; `Err` if it exits first.
+pub fn try_wait_tcp(port: u16, what: &str, child: &mut Child) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(15);
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
         if let Ok(Some(status)) = child.try_wait() {
-            panic!("{what} exited early: {status}");
+            return Err(format!("{what} exited early: {status}"));
         }
-        assert!(Instant::now() < deadline, "{what} did not listen on {port}");
+        if Instant::now() >= deadline {
+            return Err(format!("{what} did not listen on {port}"));
+        }
         thread::sleep(Duration::from_millis(25));
     }
+    Ok(())
 }
 
 /// pebble plus pebble-challtestsrv as its DNS server, killed on drop.
@@ -95,6 +105,39 @@ impl Pebble {
         std::fs::write(dir.path().join("cert.pem"), cert.pem()).expect("write");
         std::fs::write(dir.path().join("key.pem"), key.serialize_pem()).expect("write");
 
+        // Free ports can be taken by a parallel test between our probe and
+        // pebble's bind: on an early exit, try again with fresh ones.
+        let mut attempt = 0;
+        let (dns, pebble, acme_port, mgmt_port) = loop {
+            attempt += 1;
+            match Self::launch(&dir, http_port, env) {
+                Ok(started) => break started,
+                Err(e) if attempt < 4 => {
+                    eprintln!("pebble start attempt {attempt} failed ({e}); retrying");
+                }
+                Err(e) => {
+                    let err =
+                        std::fs::read_to_string(dir.path().join("pebble.err")).unwrap_or_default();
+                    panic!("{e}; pebble stderr:\n{err}");
+                }
+            }
+        };
+        Pebble {
+            dir,
+            pebble,
+            dns,
+            acme_port,
+            mgmt_port,
+            ca_bundle,
+        }
+    }
+
+    /// Starts pebble-challtestsrv and pebble on fresh ports.
+    fn launch(
+        dir: &tempfile::TempDir,
+        http_port: u16,
+        env: &[(&str, &str)],
+    ) -> Result<(Child, Child, u16, u16), String> {
         let acme_port = free_tcp_port();
         let mgmt_port = free_tcp_port();
         let dns_port = free_dns_port();
@@ -125,7 +168,11 @@ impl Pebble {
             .stderr(log("challtestsrv.err"))
             .spawn()
             .expect("start pebble-challtestsrv");
-        wait_tcp(dns_mgmt_port, "pebble-challtestsrv", &mut dns);
+        if let Err(e) = try_wait_tcp(dns_mgmt_port, "pebble-challtestsrv", &mut dns) {
+            let _ = dns.kill();
+            let _ = dns.wait();
+            return Err(e);
+        }
 
         let mut cmd = Command::new(PEBBLE);
         cmd.arg("-config")
@@ -140,16 +187,16 @@ impl Pebble {
             cmd.env(k, v);
         }
         let mut pebble = cmd.spawn().expect("start pebble");
-        wait_tcp(acme_port, "pebble", &mut pebble);
-        wait_tcp(mgmt_port, "pebble management", &mut pebble);
-        Pebble {
-            dir,
-            pebble,
-            dns,
-            acme_port,
-            mgmt_port,
-            ca_bundle,
+        let ready = try_wait_tcp(acme_port, "pebble", &mut pebble)
+            .and_then(|_| try_wait_tcp(mgmt_port, "pebble management", &mut pebble));
+        if let Err(e) = ready {
+            for c in [&mut pebble, &mut dns] {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+            return Err(e);
         }
+        Ok((dns, pebble, acme_port, mgmt_port))
     }
 
     pub fn directory_url(&self) -> String {
