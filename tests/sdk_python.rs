@@ -256,32 +256,40 @@ fn sdk_session_carries_600_concurrent_connections() {
     );
     let edge = Arc::new(edge);
     let n = 600;
-    let barrier = Arc::new(Barrier::new(n));
-    let handles: Vec<_> = (0..n)
-        .map(|i| {
-            let edge = edge.clone();
-            let ca = ca.clone();
-            let barrier = barrier.clone();
-            std::thread::spawn(move || {
-                barrier.wait();
-                https_status(&edge, &ca, "many.ringress.localhost", &format!("/c/{i}"))
+    // Two waves: the second meets the idle streams the first left pooled.
+    for wave in 0..2 {
+        let barrier = Arc::new(Barrier::new(n));
+        let handles: Vec<_> = (0..n)
+            .map(|i| {
+                let edge = edge.clone();
+                let ca = ca.clone();
+                let barrier = barrier.clone();
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    https_status(
+                        &edge,
+                        &ca,
+                        "many.ringress.localhost",
+                        &format!("/c/{wave}/{i}"),
+                    )
+                })
             })
-        })
-        .collect();
-    let statuses: Vec<Option<u16>> = handles
-        .into_iter()
-        .map(|h| h.join().expect("thread"))
-        .collect();
-    let ok = statuses.iter().filter(|s| **s == Some(200)).count();
-    assert_eq!(
-        ok,
-        n,
-        "statuses: {:?}",
-        statuses
-            .iter()
-            .filter(|s| **s != Some(200))
-            .collect::<Vec<_>>()
-    );
+            .collect();
+        let statuses: Vec<Option<u16>> = handles
+            .into_iter()
+            .map(|h| h.join().expect("thread"))
+            .collect();
+        let ok = statuses.iter().filter(|s| **s == Some(200)).count();
+        assert_eq!(
+            ok,
+            n,
+            "statuses: {:?}",
+            statuses
+                .iter()
+                .filter(|s| **s != Some(200))
+                .collect::<Vec<_>>()
+        );
+    }
     // One session did it all: the SDK never had to reconnect.
     let sessions = edge
         .stderr_text()

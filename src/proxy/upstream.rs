@@ -47,6 +47,8 @@ pub struct ClientInfo {
 pub struct UpstreamConn {
     pub stream: UpStream,
     pub key: PoolKey,
+    /// For agent streams: the session's slot-pressure flag.
+    pub pressure: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// A pooled connection if one is idle, else a new one. A request that
@@ -73,19 +75,37 @@ async fn connect(
             } else {
                 ctx.pool.borrow_mut().take_alive(&key, t.upstream_idle)
             };
+            let pressure = Some(binding.pressure.clone());
             if let Some(stream) = pooled {
-                return Ok((UpstreamConn { stream, key }, true));
+                return Ok((
+                    UpstreamConn {
+                        stream,
+                        key,
+                        pressure,
+                    },
+                    true,
+                ));
             }
             // Idle streams hold session slots: give one back rather than
-            // make this request wait.
-            if ctx.tunnels.is_full(&binding) {
+            // make this request wait (a local session that is full, or a
+            // remote one whose worker has requests waiting).
+            let remote_pressed = binding.worker != ctx.id
+                && binding.pressure.load(std::sync::atomic::Ordering::Relaxed);
+            if remote_pressed || ctx.tunnels.is_full(&binding) {
                 ctx.pool.borrow_mut().evict_one_of_session(binding.session);
             }
             let stream = ctx
                 .tunnels
                 .open(&binding, client, t.upstream_connect)
                 .await?;
-            return Ok((UpstreamConn { stream, key }, false));
+            return Ok((
+                UpstreamConn {
+                    stream,
+                    key,
+                    pressure,
+                },
+                false,
+            ));
         }
     };
     for addr in &upstream.addrs {
@@ -96,7 +116,14 @@ async fn connect(
             ctx.pool.borrow_mut().take_alive(&key, t.upstream_idle)
         };
         if let Some(stream) = pooled {
-            return Ok((UpstreamConn { stream, key }, true));
+            return Ok((
+                UpstreamConn {
+                    stream,
+                    key,
+                    pressure: None,
+                },
+                true,
+            ));
         }
     }
     let mut last = EdgeError::UPSTREAM_UNREACHABLE;
@@ -108,6 +135,7 @@ async fn connect(
                     UpstreamConn {
                         stream: UpStream::Tcp(stream),
                         key: PoolKey::Addr(*addr),
+                        pressure: None,
                     },
                     false,
                 ));
@@ -211,11 +239,22 @@ pub fn release(ctx: &WorkerCtx, up: UpstreamConn, max_idle_per_host: usize) {
         return;
     }
     // A session's idle streams never take more than its stream slots, and
-    // are not kept at all while other requests wait for a slot. Relayed
-    // connections are not kept: their slots belong to another worker,
-    // which could not take them back.
+    // are not kept at all while requests wait for a slot. A relayed
+    // connection's slot is on the owning worker: it is kept only while
+    // that worker has no request waiting (its pressure flag), at most a
+    // quarter of the slots per client, and given back on the next relayed
+    // request once the flag is up.
+    let pressed = up
+        .pressure
+        .as_ref()
+        .is_some_and(|p| p.load(std::sync::atomic::Ordering::Relaxed));
     let max_idle_per_host = match (&up.key, &up.stream) {
-        (_, UpStream::Relay(_)) => return,
+        (_, UpStream::Relay(_)) => {
+            if pressed {
+                return;
+            }
+            max_idle_per_host.min(crate::tunnel::worker_tunnels::MAX_STREAMS_PER_SESSION / 4)
+        }
         (PoolKey::Tunnel { session, .. }, _) => {
             if ctx.tunnels.has_waiters(*session) {
                 return;

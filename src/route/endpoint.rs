@@ -61,6 +61,9 @@ pub struct Binding {
     pub session: u64,
     pub tunnel_id: std::sync::Arc<str>,
     pub proto: &'static str,
+    /// The owning worker has requests waiting for one of the session's
+    /// stream slots.
+    pub pressure: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Endpoint {

@@ -55,10 +55,10 @@ where
 {
     let tunnels = &ctx.tunnels;
     let registry = tunnels.registry().clone();
-    let id = registry.new_session(ctx.id);
+    let (id, pressure) = registry.new_session_with_pressure(ctx.id);
     let (mux, driver) = Session::new(io, Role::Server, muxado::Config::default());
     let driver = monoio::spawn(driver);
-    let local = tunnels.add_session(id, mux.clone());
+    let local = tunnels.add_session(id, mux.clone(), pressure);
     debug!(session = id, %peer, worker = ctx.id, "agent connected");
     let state = Rc::new(SessionState {
         id,

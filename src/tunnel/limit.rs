@@ -8,6 +8,8 @@
 use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::task::{Poll, Waker};
 
 #[derive(Debug, PartialEq, Eq)]
@@ -19,6 +21,8 @@ pub struct StreamLimit {
     max_waiters: usize,
     used: Cell<usize>,
     waiters: RefCell<Vec<Waker>>,
+    /// True while requests wait (read by other workers).
+    pressure: Arc<AtomicBool>,
 }
 
 /// One open stream's share of the limit, released on drop.
@@ -29,6 +33,8 @@ impl Drop for Permit {
     fn drop(&mut self) {
         let l = &self.0;
         l.used.set(l.used.get().saturating_sub(1));
+        // Waiters that still wait set it again when they re-queue.
+        l.pressure.store(false, Ordering::Relaxed);
         // Wake every waiter: one of them takes the slot, the others queue
         // again. A waiter whose future was dropped cannot swallow the slot.
         for w in l.waiters.borrow_mut().drain(..) {
@@ -39,11 +45,21 @@ impl Drop for Permit {
 
 impl StreamLimit {
     pub fn new(max: usize, max_waiters: usize) -> Rc<StreamLimit> {
+        StreamLimit::with_pressure(max, max_waiters, Arc::new(AtomicBool::new(false)))
+    }
+
+    /// A limit that mirrors "requests are waiting" into `pressure`.
+    pub fn with_pressure(
+        max: usize,
+        max_waiters: usize,
+        pressure: Arc<AtomicBool>,
+    ) -> Rc<StreamLimit> {
         Rc::new(StreamLimit {
             max,
             max_waiters,
             used: Cell::new(0),
             waiters: RefCell::new(Vec::new()),
+            pressure,
         })
     }
 
@@ -78,6 +94,7 @@ impl StreamLimit {
             }
             queued = true;
             w.push(cx.waker().clone());
+            self.pressure.store(true, Ordering::Relaxed);
             Poll::Pending
         })
         .await

@@ -66,6 +66,10 @@ struct SessionRec {
     /// one binder.
     group: String,
     authed: bool,
+    /// Set by the owning worker while requests wait for a stream slot;
+    /// read by other workers, which then return their idle relayed
+    /// connections to this session instead of keeping them.
+    pressure: Arc<std::sync::atomic::AtomicBool>,
 }
 
 #[derive(Debug, Clone)]
@@ -173,7 +177,16 @@ impl Registry {
     }
 
     pub fn new_session(&self, worker: usize) -> SessionId {
+        self.new_session_with_pressure(worker).0
+    }
+
+    /// A new session and its slot-pressure flag (see `SessionRec`).
+    pub fn new_session_with_pressure(
+        &self,
+        worker: usize,
+    ) -> (SessionId, Arc<std::sync::atomic::AtomicBool>) {
         let id = self.next_session.fetch_add(1, Ordering::Relaxed);
+        let pressure = Arc::new(std::sync::atomic::AtomicBool::new(false));
         self.lock().sessions.insert(
             id,
             SessionRec {
@@ -181,9 +194,10 @@ impl Registry {
                 client_id: String::new(),
                 group: format!("s{id}"),
                 authed: false,
+                pressure: pressure.clone(),
             },
         );
-        id
+        (id, pressure)
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -563,6 +577,7 @@ impl Registry {
                     session: t.session,
                     tunnel_id: Arc::from(id.as_str()),
                     proto: scheme.as_str(),
+                    pressure: s.pressure.clone(),
                 };
                 match members.iter_mut().find(|(g, _)| *g == t.group) {
                     Some((_, m)) => m.sessions.push(binding),

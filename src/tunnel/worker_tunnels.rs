@@ -97,10 +97,19 @@ impl WorkerTunnels {
         cached.clone()
     }
 
-    pub fn add_session(&self, id: SessionId, mux: muxado::Session) -> Rc<LocalSession> {
+    pub fn add_session(
+        &self,
+        id: SessionId,
+        mux: muxado::Session,
+        pressure: Arc<std::sync::atomic::AtomicBool>,
+    ) -> Rc<LocalSession> {
         let s = Rc::new(LocalSession {
             mux,
-            limit: StreamLimit::new(MAX_STREAMS_PER_SESSION, MAX_WAITING_PER_SESSION),
+            limit: StreamLimit::with_pressure(
+                MAX_STREAMS_PER_SESSION,
+                MAX_WAITING_PER_SESSION,
+                pressure,
+            ),
         });
         self.sessions.borrow_mut().insert(id, s.clone());
         s
