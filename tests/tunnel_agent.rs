@@ -430,3 +430,26 @@ fn agent_deprecated_flag_refused_by_the_edge_names_the_option() {
         out.stderr
     );
 }
+
+#[test]
+fn agent_cannot_bind_a_host_the_config_serves() {
+    let up = Upstream::start(Behaviour::Echo);
+    let config = custom_response_endpoint("http://cfg.ringress.localhost", 200, "from config", "");
+    let edge = dev_edge(&config);
+    let out = run_ringress_http(
+        &edge,
+        &up.addr().port().to_string(),
+        &["--url", "http://cfg.ringress.localhost"],
+    );
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        out.stderr.contains("served by the edge's configuration")
+            && out.stderr.contains("ERR_NGROK_334"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        http_get(&edge, "cfg.ringress.localhost", "/").text(),
+        "from config"
+    );
+}

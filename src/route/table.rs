@@ -76,6 +76,11 @@ impl RouteTable {
         None
     }
 
+    /// Whether an endpoint has exactly this host (wildcards aside).
+    pub fn has_exact(&self, host: &str) -> bool {
+        self.exact.contains_key(host)
+    }
+
     pub fn len(&self) -> usize {
         self.exact.len() + self.wildcard.len()
     }

@@ -232,8 +232,10 @@ pub fn run(opts: EdgeOptions) -> Result<(), EdgeError> {
         https_port: https_addr.map(|a| a.port()),
     }));
     let (relays, relay_rxs) = relay_channels(cfg.workers);
+    let store = Arc::new(SnapshotStore::new(first));
+    registry.set_config_store(store.clone());
     let shared = Arc::new(Shared {
-        store: Arc::new(SnapshotStore::new(first)),
+        store,
         stopping: AtomicBool::new(false),
         challenges,
         registry,

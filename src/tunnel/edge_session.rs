@@ -213,6 +213,11 @@ async fn typed_stream(mut s: Stream, state: Rc<SessionState>, ctx: Rc<WorkerCtx>
                 }
                 match registry.auth(state.id, &auth) {
                     Ok(resp) => {
+                        // Silence is measured from Auth on, so an agent
+                        // that never beats is noticed too.
+                        if state.last_beat.get().is_none() {
+                            state.last_beat.set(Some(Instant::now()));
+                        }
                         reply(&mut s, encode(&resp)).await;
                         Ok(())
                     }

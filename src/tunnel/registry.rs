@@ -110,6 +110,9 @@ impl std::fmt::Debug for Registry {
 
 pub struct Registry {
     cfg: RegistryConfig,
+    /// The config's endpoints: an agent may not bind a host the config
+    /// serves exactly (it would never get a request).
+    config: std::sync::OnceLock<Arc<crate::runtime::snapshot::SnapshotStore>>,
     state: Mutex<State>,
     table: ArcSwap<TunnelTable>,
     generation: AtomicU64,
@@ -156,11 +159,17 @@ impl Registry {
     pub fn new(cfg: RegistryConfig) -> Registry {
         Registry {
             cfg,
+            config: std::sync::OnceLock::new(),
             state: Mutex::new(State::default()),
             table: ArcSwap::from_pointee(TunnelTable::default()),
             generation: AtomicU64::new(0),
             next_session: AtomicU64::new(1),
         }
+    }
+
+    /// Lets Bind see the config's endpoints (set once at start).
+    pub fn set_config_store(&self, store: Arc<crate::runtime::snapshot::SnapshotStore>) {
+        let _ = self.config.set(store);
     }
 
     pub fn config(&self) -> &RegistryConfig {
@@ -380,6 +389,19 @@ impl Registry {
                 h
             };
         let url = format_url(scheme, &host, public_port);
+        if let Some(store) = self.config.get() {
+            let snap = store.load();
+            let routes = match scheme {
+                Scheme::Http => &snap.http_routes,
+                Scheme::Https => &snap.https_routes,
+            };
+            if routes.has_exact(&host) {
+                return bind_error(
+                    &format!("The endpoint '{url}' is served by the edge's configuration."),
+                    334,
+                );
+            }
+        }
 
         // A reconnecting agent re-sends its old id and token.
         let id = if bind.id.is_empty() {
