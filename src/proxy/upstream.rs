@@ -91,12 +91,12 @@ async fn connect(
             // remote one whose worker has requests waiting).
             let remote_pressed = binding.worker != ctx.id
                 && binding.pressure.load(std::sync::atomic::Ordering::Relaxed);
-            if remote_pressed || ctx.tunnels.is_full(&binding) {
+            if remote_pressed || ctx.tunnels.is_full(binding) {
                 ctx.pool.borrow_mut().evict_one_of_session(binding.session);
             }
             let stream = ctx
                 .tunnels
-                .open(&binding, client, t.upstream_connect)
+                .open(binding, client, t.upstream_connect)
                 .await?;
             return Ok((
                 UpstreamConn {

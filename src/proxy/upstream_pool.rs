@@ -76,8 +76,4 @@ impl UpstreamPool {
     pub fn clear(&mut self) {
         self.idle.clear();
     }
-
-    pub fn idle_count(&self) -> usize {
-        self.idle.values().map(Vec::len).sum()
-    }
 }

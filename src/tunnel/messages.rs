@@ -39,8 +39,6 @@ pub enum MessageError {
     TooLarge,
     #[error("invalid JSON: {0}")]
     Json(String),
-    #[error("stream ended before a complete message")]
-    Truncated,
 }
 
 /// Every key of the protocol's messages we read, in canonical spelling.
@@ -369,25 +367,6 @@ pub struct ProxyHeader {
     pub edge_type: String,
     #[serde(rename = "PassthroughTLS")]
     pub passthrough_tls: bool,
-}
-
-/// Stop/Restart/Update command reply from an agent.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default)]
-pub struct CommandResp {
-    #[serde(rename = "Error")]
-    pub error: String,
-}
-
-/// StopTunnel (server → agent, type 9).
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct StopTunnel {
-    #[serde(rename = "Id")]
-    pub id: String,
-    #[serde(rename = "Message")]
-    pub message: String,
-    #[serde(rename = "ErrorCode")]
-    pub error_code: String,
 }
 
 /// The bytes that open a proxy stream: type, i64-LE length, header JSON.

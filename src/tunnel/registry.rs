@@ -633,19 +633,6 @@ impl Registry {
         self.table.store(Arc::new(table));
         self.generation.store(generation, Ordering::Release);
     }
-
-    /// Hosts currently bound over https (for certificates).
-    pub fn https_hosts(&self) -> Vec<String> {
-        let st = self.lock();
-        let mut v: Vec<String> = st
-            .hosts
-            .keys()
-            .filter(|(s, _)| *s == Scheme::Https)
-            .map(|(_, h)| h.clone())
-            .collect();
-        v.sort();
-        v
-    }
 }
 
 fn remove_tunnel(st: &mut State, id: &str) {

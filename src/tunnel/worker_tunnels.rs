@@ -119,10 +119,6 @@ impl WorkerTunnels {
         self.sessions.borrow_mut().remove(&id);
     }
 
-    pub fn session_count(&self) -> usize {
-        self.sessions.borrow().len()
-    }
-
     /// Whether a session on this worker has no stream slot left.
     pub fn is_full(&self, binding: &Binding) -> bool {
         binding.worker == self.worker
@@ -143,7 +139,7 @@ impl WorkerTunnels {
 
     /// Chooses the binding for one request: members in turn (pooling), and
     /// within the member a session on this worker when it has one.
-    pub fn pick(&self, target: &TunnelTarget) -> Result<Binding, EdgeError> {
+    pub fn pick<'a>(&self, target: &'a TunnelTarget) -> Result<&'a Binding, EdgeError> {
         let n = target.members.len();
         if n == 0 {
             return Err(EdgeError::NO_ENDPOINT);
@@ -157,7 +153,6 @@ impl WorkerTunnels {
             .iter()
             .find(|b| b.worker == self.worker && sessions.contains_key(&b.session))
             .or_else(|| member.sessions.iter().find(|b| b.worker != self.worker))
-            .cloned()
             .ok_or(EdgeError::AGENT_UNREACHABLE)
     }
 

@@ -171,6 +171,14 @@ pub fn frame(ty: u8, flags: u8, id: u32, body: &[u8]) -> Vec<u8> {
     out
 }
 
+/// What `RawSession::next_event` saw.
+#[derive(Debug)]
+pub enum WireEvent {
+    Frame((u8, u8, u32, Vec<u8>)),
+    Closed,
+    Silent,
+}
+
 /// A hand-driven agent connection: TLS to the tunnel listener, then raw
 /// frames.
 pub struct RawSession {
@@ -243,6 +251,21 @@ impl RawSession {
                 Some(false)
             }
             Err(_) => None,
+        }
+    }
+
+    /// The next thing the edge does: a frame, closing the connection, or
+    /// nothing for 5 s.
+    pub fn next_event(&mut self) -> WireEvent {
+        loop {
+            if let Some(f) = self.take_frame() {
+                return WireEvent::Frame(f);
+            }
+            match self.fill() {
+                Some(true) => {}
+                Some(false) => return WireEvent::Silent,
+                None => return WireEvent::Closed,
+            }
         }
     }
 
