@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
-use common::agent::{dev_ca, url_host_port};
+use common::agent::{curl_write_out, dev_ca, url_host_port};
 use common::*;
 
 fn sdk_available() -> bool {
@@ -177,24 +177,13 @@ fn sdk_forward_serves_https_through_our_edge() {
     assert_eq!(req.header("host"), Some("sdk.ringress.localhost"));
     assert_eq!(req.header("x-forwarded-proto"), Some("https"));
     // curl over HTTP/2 too: the SDK still gets HTTP/1.1 on its stream.
-    let out = Command::new("curl")
-        .args([
-            "-sS",
-            "--max-time",
-            "10",
-            "--http2",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-        ])
-        .arg("--cacert")
-        .arg(&ca)
-        .args(["--resolve", &format!("{host}:{}:127.0.0.1", https.port())])
-        .arg(format!("{}/h2", sdk.url))
-        .output()
-        .expect("curl");
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "200");
+    let (out, err) = curl_write_out(
+        &format!("{}/h2", sdk.url),
+        &ca,
+        "%{http_code}",
+        &["--http2"],
+    );
+    assert_eq!(out, "200", "{err}");
 }
 
 #[test]

@@ -8,7 +8,7 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::agent::{dev_ca, dev_edge, url_host_port, Agent};
+use common::agent::{curl_write_out, dev_ca, dev_edge, url_host_port, Agent};
 use common::*;
 use tungstenite::Message;
 
@@ -53,33 +53,16 @@ fn agent_https_endpoint_with_a_random_name_over_h1_and_h2() {
         url.starts_with("https://") && url.contains(".ringress.localhost:"),
         "{url}"
     );
-    let (host, port) = url_host_port(&url);
     let ca = dev_ca(&edge);
     for proto in ["--http1.1", "--http2"] {
-        let out = Command::new("curl")
-            .args([
-                "-sS",
-                "--max-time",
-                "10",
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{http_code} %{http_version}",
-            ])
-            .arg("--cacert")
-            .arg(&ca)
-            .args(["--resolve", &format!("{host}:{port}:127.0.0.1"), proto])
-            .arg(format!("{url}/via-curl"))
-            .output()
-            .expect("run curl");
-        let text = String::from_utf8_lossy(&out.stdout).to_string();
-        let want_version = if proto == "--http2" { "2" } else { "1.1" };
-        assert_eq!(
-            text,
-            format!("200 {want_version}"),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        let (out, err) = curl_write_out(
+            &format!("{url}/via-curl"),
+            &ca,
+            "%{http_code} %{http_version}",
+            &[proto],
         );
+        let want_version = if proto == "--http2" { "2" } else { "1.1" };
+        assert_eq!(out, format!("200 {want_version}"), "{err}");
     }
     assert_eq!(up.last_request().header("x-forwarded-proto"), Some("https"));
 }
@@ -308,30 +291,10 @@ fn deep_agent_names_get_dev_certificates_on_demand() {
         &up.addr().port().to_string(),
         &["--url", "https://a.b.deep.ringress.localhost"],
     );
-    let (host, port) = url_host_port(&url);
+    let (host, _) = url_host_port(&url);
     assert_eq!(host, "a.b.deep.ringress.localhost");
-    let out = Command::new("curl")
-        .args([
-            "-sS",
-            "--max-time",
-            "10",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-        ])
-        .arg("--cacert")
-        .arg(dev_ca(&edge))
-        .args(["--resolve", &format!("{host}:{port}:127.0.0.1")])
-        .arg(format!("{url}/"))
-        .output()
-        .expect("run curl");
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
-        "200",
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (out, err) = curl_write_out(&format!("{url}/"), &dev_ca(&edge), "%{http_code}", &[]);
+    assert_eq!(out, "200", "{err}");
 }
 
 #[test]

@@ -138,14 +138,42 @@ impl Drop for Agent {
     }
 }
 
-/// Host and port of a URL like `https://x.ringress.localhost:8443`.
+/// Host and port of a URL like `https://x.ringress.localhost:8443/path`.
 pub fn url_host_port(url: &str) -> (String, u16) {
     let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
+    let rest = rest.split('/').next().unwrap_or(rest);
     let default = if url.starts_with("https") { 443 } else { 80 };
     match rest.rsplit_once(':') {
         Some((h, p)) => (h.to_owned(), p.parse().unwrap_or(default)),
         None => (rest.to_owned(), default),
     }
+}
+
+/// `curl -sS -o /dev/null -w WRITE_OUT URL` trusting `ca`, with the URL's
+/// host resolved to loopback; returns (stdout, stderr).
+pub fn curl_write_out(url: &str, ca: &Path, write_out: &str, extra: &[&str]) -> (String, String) {
+    let (host, port) = url_host_port(url);
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "10",
+            "-o",
+            "/dev/null",
+            "-w",
+            write_out,
+        ])
+        .arg("--cacert")
+        .arg(ca)
+        .args(["--resolve", &format!("{host}:{port}:127.0.0.1")])
+        .args(extra)
+        .arg(url)
+        .output()
+        .expect("run curl");
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 // ------------------------------------------------------------ raw muxado
