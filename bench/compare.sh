@@ -95,21 +95,9 @@ chmod 755 "$WORK" # nginx workers may drop to 'nobody'
 PIDS=()
 
 cleanup() {
-    local rc=$? pid
+    local rc=$?
     trap - EXIT INT TERM
-    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    for _ in $(seq 50); do
-        local alive=0
-        for pid in "${PIDS[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
-        ((alive)) || break
-        sleep 0.1
-    done
-    for pid in "${PIDS[@]}"; do
-        if kill -0 "$pid" 2>/dev/null; then
-            echo "compare.sh: pid $pid ignored SIGTERM, sending SIGKILL" >&2
-            kill -KILL "$pid" 2>/dev/null || true
-        fi
-    done
+    stop_started compare.sh
     if ((KEEP_WORK)); then echo "kept $WORK" >&2; else rm -rf "$WORK"; fi
     exit "$rc"
 }
@@ -123,14 +111,7 @@ trap 'exit 143' TERM
 # and not used by any socket at all (listening, established or TIME-WAIT).
 # ---------------------------------------------------------------------------------------
 declare -A TAKEN=()
-read -r EPH_LO _ </proc/sys/net/ipv4/ip_local_port_range
-if ((EPH_LO > 11024)); then
-    PORT_BASE=$((EPH_LO - 10000)) PORT_SPAN=10000
-elif ((EPH_LO > 2048)); then
-    PORT_BASE=1024 PORT_SPAN=$((EPH_LO - 1024))
-else # the ephemeral range covers everything: rely on the in-use check alone
-    PORT_BASE=20000 PORT_SPAN=10000
-fi
+init_port_range
 UP_PORT=$(pick_port)
 declare -A PORT=()
 for s in "${SERVERS[@]}"; do
@@ -142,18 +123,6 @@ done
 
 
 
-# Fail if anything but the expected process tree listens on the port (a stale
-# SO_REUSEPORT listener would silently take a share of the connections).
-check_listener_owner() {
-    local port=$1 root=$2 owners p
-    owners=$(ss -Hltnp "( sport = :$port )" | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u || true)
-    [[ -n $owners ]] || die "nothing listens on port $port"
-    local mine
-    mine=" $(proc_tree "$root" | tr '\n' ' ') "
-    for p in $owners; do
-        [[ $mine == *" $p "* ]] || die "port $port is also owned by pid $p, not started by this script: $(ss -Hltnp "( sport = :$port )")"
-    done
-}
 
 
 
@@ -181,31 +150,6 @@ GIT_STATE="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo 'no commi
 BIN_STATE=-
 ((SKIP_RINGRESS)) || BIN_STATE="$(sha256sum "$RINGRESS_BIN" | cut -c1-16) built $(date -u -r "$RINGRESS_BIN" '+%Y-%m-%dT%H:%M:%SZ')"
 
-# ---------------------------------------------------------------------------------------
-# Configs
-# ---------------------------------------------------------------------------------------
-nginx_common() { # $1 = dir
-    cat <<EOF
-daemon off;
-master_process on;
-pid $1/nginx.pid;
-error_log $1/error.log warn;
-worker_rlimit_nofile 16384;
-EOF
-}
-nginx_http_common() { # $1 = dir
-    cat <<EOF
-    access_log off;
-    default_type text/plain;
-    keepalive_requests 10000000;
-    keepalive_timeout 300s;
-    client_body_temp_path $1/body;
-    proxy_temp_path $1/proxy;
-    fastcgi_temp_path $1/fastcgi;
-    uwsgi_temp_path $1/uwsgi;
-    scgi_temp_path $1/scgi;
-EOF
-}
 
 mkdir -p "$WORK/upstream"
 {
@@ -369,15 +313,6 @@ for s in "${SERVERS[@]}"; do
     done
 done
 
-# ---------------------------------------------------------------------------------------
-# Load runs
-# ---------------------------------------------------------------------------------------
-to_us() { # "1.23ms" / "850.00us" / "1.2s" -> microseconds
-    awk -v v="$1" 'BEGIN {
-        n = v + 0
-        if (v ~ /us$/) m = 1; else if (v ~ /ms$/) m = 1000; else if (v ~ /s$/) m = 1000000; else m = 0
-        if (m == 0) print "nan"; else printf "%.1f", n * m }'
-}
 
 RAW=$WORK/raw.tsv
 printf 'round\tserver\tscenario\ttool\treq_s\tp99_us\trequests\terrors\tserver_ticks\tcpu_us_per_req\tupstream_cpu_us_per_req\tclient_cpu_pct\tsoftirq_us_per_req_overlaps\tother_load_pct\n' >"$RAW"
@@ -498,24 +433,7 @@ run_once() {
 # run_load ROUND SERVER SCENARIO TOOL [discard]: a run whose foreign load exceeds
 # MAX_OTHER % is repeated (after waiting for quiet) up to NOISE_RETRIES times; the last
 # attempt is kept either way, with its foreign load in the table.
-run_load() {
-    local attempt
-    if [[ -n ${5:-} ]]; then
-        run_once "$@"
-        return
-    fi
-    for attempt in $(seq 0 "$NOISE_RETRIES"); do
-        run_once "$@"
-        if ((attempt == NOISE_RETRIES)) || awk -v o="$OTHER" -v m="$MAX_OTHER" 'BEGIN { exit !(o <= m) }'; then
-            break
-        fi
-        echo "$LINE  -> noisy, retrying" >&2
-        NOISY_RETRIES=$((NOISY_RETRIES + 1))
-        wait_quiet 30
-    done
-    printf '%s\n' "$ROW" >>"$RAW"
-    echo "$LINE" >&2
-}
+run_load() { run_with_retries "${5:-}" run_once "$@"; }
 
 nserv=${#SERVERS[@]}
 ntools=$(wc -w <<<"$TOOLS")
@@ -550,13 +468,6 @@ for s in "${SERVERS[@]}"; do
     done
 done
 
-# ---------------------------------------------------------------------------------------
-# Summary
-# ---------------------------------------------------------------------------------------
-median() { # column number; reads TSV rows on stdin
-    awk -F'\t' -v c="$1" '$c != "-" && $c != "nan" { print $c }' | sort -g |
-        awk '{ a[NR] = $1 } END { if (NR == 0) print "-"; else if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
-}
 rows() { awk -F'\t' -v s="$1" -v sc="$2" -v t="$3" 'NR > 1 && $2 == s && $3 == sc && $4 == t' "$RAW"; }
 fmt0() { awk -v v="$1" 'BEGIN { if (v == "-") print "-"; else printf "%.0f", v }'; }
 fmt2() { awk -v v="$1" 'BEGIN { if (v == "-") print "-"; else printf "%.1f", v }'; }

@@ -492,24 +492,7 @@ run_once() {
 # run_load ROUND SYSTEM [discard]: a run whose foreign load exceeds MAX_OTHER % is
 # repeated (after waiting for quiet) up to NOISE_RETRIES times; the last attempt is kept
 # either way, with its foreign load in the table.
-run_load() {
-    local attempt
-    if [[ -n ${3:-} ]]; then
-        run_once "$@"
-        return
-    fi
-    for attempt in $(seq 0 "$NOISE_RETRIES"); do
-        run_once "$@"
-        if ((attempt == NOISE_RETRIES)) || at_most "$OTHER" "$MAX_OTHER"; then
-            break
-        fi
-        echo "$LINE  -> noisy, retrying" >&2
-        NOISY_RETRIES=$((NOISY_RETRIES + 1))
-        wait_quiet 30
-    done
-    printf '%s\n' "$ROW" >>"$RAW"
-    echo "$LINE" >&2
-}
+run_load() { run_with_retries "${3:-}" run_once "$@"; }
 
 nsys=${#SYS[@]}
 est=$((ROUNDS * nsys * (DURATION + 1) + nsys * (WARMUP + 1)))

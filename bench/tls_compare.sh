@@ -99,6 +99,7 @@ die() { echo "tls_compare.sh: $*" >&2; exit 1; }
 # Helpers shared with the other side-by-side script.
 # shellcheck source=bench/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+NGINX_RLIMIT_NOFILE=20000 # h2 -c64 -m100 opens thousands of upstream connections
 
 for v in ROUNDS DURATION WORKERS CONNS WARMUP SERVER_CPU CLIENT_CPU QUIET_WAIT MAX_OTHER NOISE_RETRIES H2_STREAMS H2POOL_CONNS H2POOL_STREAMS UPSTREAM_KEEPALIVE H2LOAD_P99; do
     [[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a non-negative integer (got '${!v}')"
@@ -139,21 +140,9 @@ chmod 755 "$WORK" # nginx workers may drop to 'nobody'
 PIDS=()
 
 cleanup() {
-    local rc=$? pid
+    local rc=$?
     trap - EXIT INT TERM
-    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    for _ in $(seq 50); do
-        local alive=0
-        for pid in "${PIDS[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
-        ((alive)) || break
-        sleep 0.1
-    done
-    for pid in "${PIDS[@]}"; do
-        if kill -0 "$pid" 2>/dev/null; then
-            echo "tls_compare.sh: pid $pid ignored SIGTERM, sending SIGKILL" >&2
-            kill -KILL "$pid" 2>/dev/null || true
-        fi
-    done
+    stop_started tls_compare.sh
     if ((KEEP_WORK)); then echo "kept $WORK" >&2; else rm -rf "$WORK"; fi
     exit "$rc"
 }
@@ -166,14 +155,7 @@ trap 'exit 143' TERM
 # Ports: fresh ones each run, below the ephemeral port range, not used by any socket.
 # ---------------------------------------------------------------------------------------
 declare -A TAKEN=()
-read -r EPH_LO _ </proc/sys/net/ipv4/ip_local_port_range
-if ((EPH_LO > 11024)); then
-    PORT_BASE=$((EPH_LO - 10000)) PORT_SPAN=10000
-elif ((EPH_LO > 2048)); then
-    PORT_BASE=1024 PORT_SPAN=$((EPH_LO - 1024))
-else
-    PORT_BASE=20000 PORT_SPAN=10000
-fi
+init_port_range
 UP_PORT=$(pick_port)
 declare -A PORT=()
 PORT[nginx]=$(pick_port)
@@ -183,22 +165,8 @@ RINGRESS_HTTP_PORT=$(pick_port) # ringress's plain listener (unused by the load)
 
 
 
-# TCP connects made on the machine (Tcp ActiveOpens in /proc/net/snmp): the load
-# generator's plus the front's to the upstream; per request it shows connection churn.
-active_opens() {
-    awk '$1 == "Tcp:" && $2 ~ /^[0-9]+$/ { print $6; exit }' /proc/net/snmp
-}
 
 
-check_listener_owner() {
-    local port=$1 root=$2 owners p mine
-    owners=$(ss -Hltnp "( sport = :$port )" | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u || true)
-    [[ -n $owners ]] || die "nothing listens on port $port"
-    mine=" $(proc_tree "$root" | tr '\n' ' ') "
-    for p in $owners; do
-        [[ $mine == *" $p "* ]] || die "port $port is also owned by pid $p, not started by this script: $(ss -Hltnp "( sport = :$port )")"
-    done
-}
 
 
 
@@ -272,31 +240,6 @@ cc -O2 -shared -fPIC -o "$WORK/tls_shim.so" "$WORK/tls_shim.c" -ldl 2>"$WORK/cc.
     { cat "$WORK/cc.log" >&2; die "could not compile the TLS client shim"; }
 ldd "$(command -v wrk)" | grep 'libssl\.so' >/dev/null || die "wrk is not linked to a shared libssl: the shim cannot work"
 
-# ---------------------------------------------------------------------------------------
-# Configs
-# ---------------------------------------------------------------------------------------
-nginx_common() {
-    cat <<EOF
-daemon off;
-master_process on;
-pid $1/nginx.pid;
-error_log $1/error.log warn;
-worker_rlimit_nofile 20000;
-EOF
-}
-nginx_http_common() {
-    cat <<EOF
-    access_log off;
-    default_type text/plain;
-    keepalive_requests 10000000;
-    keepalive_timeout 300s;
-    client_body_temp_path $1/body;
-    proxy_temp_path $1/proxy;
-    fastcgi_temp_path $1/fastcgi;
-    uwsgi_temp_path $1/uwsgi;
-    scgi_temp_path $1/scgi;
-EOF
-}
 
 mkdir -p "$WORK/upstream"
 {
@@ -427,15 +370,6 @@ for s in "${SERVERS[@]}"; do
         END { print c ", " k ", " p }' "$TLS_LOG")
 done
 
-# ---------------------------------------------------------------------------------------
-# Load runs
-# ---------------------------------------------------------------------------------------
-to_us() {
-    awk -v v="$1" 'BEGIN {
-        n = v + 0
-        if (v ~ /us$/) m = 1; else if (v ~ /ms$/) m = 1000; else if (v ~ /s$/) m = 1000000; else m = 0
-        if (m == 0) print "nan"; else printf "%.1f", n * m }'
-}
 
 RAW=$WORK/raw.tsv
 printf 'round\tserver\tscenario\ttool\treq_s\tp99_us\trequests\terrors\tserver_ticks\tcpu_us_per_req\tupstream_cpu_us_per_req\tclient_cpu_pct\tserver_cpu_busy_pct\tother_load_pct\tfull_hs\tresumed_hs\ttcp_connects_per_req\n' >"$RAW"
@@ -553,24 +487,7 @@ run_once() {
     { echo "### round $round $s $sc $tool (other load $other%)"; cat "$out"; } >>"$WORK/tool-output.txt"
 }
 
-run_load() {
-    local attempt
-    if [[ -n ${4:-} ]]; then
-        run_once "$@"
-        return
-    fi
-    for attempt in $(seq 0 "$NOISE_RETRIES"); do
-        run_once "$@"
-        if ((attempt == NOISE_RETRIES)) || awk -v o="$OTHER" -v m="$MAX_OTHER" 'BEGIN { exit !(o <= m) }'; then
-            break
-        fi
-        echo "$LINE  -> noisy, retrying" >&2
-        NOISY_RETRIES=$((NOISY_RETRIES + 1))
-        wait_quiet 30
-    done
-    printf '%s\n' "$ROW" >>"$RAW"
-    echo "$LINE" >&2
-}
+run_load() { run_with_retries "${4:-}" run_once "$@"; }
 
 
 nscen=$(wc -w <<<"$SCENARIOS")
@@ -598,13 +515,6 @@ for s in "${SERVERS[@]}"; do
 done
 kill -0 "$UP_PID" 2>/dev/null || die "the upstream died during the run"
 
-# ---------------------------------------------------------------------------------------
-# Summary
-# ---------------------------------------------------------------------------------------
-median() {
-    awk -F'\t' -v c="$1" '$c != "-" && $c != "nan" { print $c }' | sort -g |
-        awk '{ a[NR] = $1 } END { if (NR == 0) print "-"; else if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
-}
 rows() { awk -F'\t' -v s="$1" -v sc="$2" 'NR > 1 && $2 == s && $3 == sc' "$RAW"; }
 fmt0() { awk -v v="$1" 'BEGIN { if (v == "-") print "-"; else printf "%.0f", v }'; }
 fmt1() { awk -v v="$1" 'BEGIN { if (v == "-") print "-"; else printf "%.1f", v }'; }

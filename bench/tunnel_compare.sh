@@ -270,18 +270,6 @@ start upstream nginx -e "$WORK/upstream/error.log" -p "$WORK/upstream" -c "$WORK
 UP_PID=$STARTED_PID
 wait_listening "$UP_PORT" "$UP_PID" upstream
 
-# wait_for_line FILE PATTERN COUNT PID NAME: until FILE has COUNT lines matching PATTERN.
-wait_for_line() {
-    local file=$1 pattern=$2 count=$3 pid=$4 name=$5 n
-    for _ in $(seq 300); do
-        kill -0 "$pid" 2>/dev/null || { cat "$WORK/$name.err" >&2 || true; die "$name (pid $pid) exited during startup"; }
-        n=$(grep -c -- "$pattern" "$file" 2>/dev/null || true)
-        ((${n:-0} >= count)) && return 0
-        sleep 0.05
-    done
-    cat "$WORK/$name.err" >&2 || true
-    die "$name: no $count line(s) matching '$pattern' in $file within 15s"
-}
 
 if has direct; then
     start direct env -u RUST_LOG "$RINGRESS_BIN" edge --config "$WORK/ringress-direct.toml" --log-level "$RINGRESS_LOG_LEVEL"
@@ -351,9 +339,6 @@ RAW=$WORK/raw.tsv
 printf 'round\tsystem\tconns\treq_s\tp99_us\trequests\terrors\tsystem_ticks\tcpu_us_per_req\tside_a_cpu_us_per_req\tside_b_cpu_us_per_req\tupstream_cpu_us_per_req\tclient_cpu_pct\tother_load_pct\ttcp_connects_per_req\n' >"$RAW"
 : >"$WORK/tool-output.txt"
 
-per_req() { # ticks requests -> µs per request
-    awk -v t="$1" -v hz="$CLK_TCK" -v n="$2" 'BEGIN { printf "%.2f", t / hz * 1e6 / n }'
-}
 
 # run_once ROUND SYSTEM CONNS [discard]: one measured run; sets ROW (TSV line), LINE
 # (progress line) and OTHER (foreign load %).
@@ -419,24 +404,7 @@ run_once() {
 # run_load ROUND SYSTEM CONNS [discard]: a run whose foreign load exceeds MAX_OTHER % is
 # repeated (after waiting for quiet) up to NOISE_RETRIES times; the last attempt is kept
 # either way, with its foreign load in the table.
-run_load() {
-    local attempt
-    if [[ -n ${4:-} ]]; then
-        run_once "$@"
-        return
-    fi
-    for attempt in $(seq 0 "$NOISE_RETRIES"); do
-        run_once "$@"
-        if ((attempt == NOISE_RETRIES)) || awk -v o="$OTHER" -v m="$MAX_OTHER" 'BEGIN { exit !(o <= m) }'; then
-            break
-        fi
-        echo "$LINE  -> noisy, retrying" >&2
-        NOISY_RETRIES=$((NOISY_RETRIES + 1))
-        wait_quiet 30
-    done
-    printf '%s\n' "$ROW" >>"$RAW"
-    echo "$LINE" >&2
-}
+run_load() { run_with_retries "${4:-}" run_once "$@"; }
 
 nsys=${#SYS[@]}
 nconns=$(wc -w <<<"$CONNS_LIST")
