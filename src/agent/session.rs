@@ -9,7 +9,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
+use monoio::io::{AsyncWriteRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 use rustls::pki_types::ServerName;
 use thiserror::Error;
@@ -22,6 +22,7 @@ use crate::tunnel::messages::{
     ErrorResp, Unbind,
 };
 use crate::tunnel::muxado::{self, ErrorCode, Role, Session, Stream};
+use crate::tunnel::stream_io::{read_exact, read_json, ReadError};
 
 /// How often we send a heartbeat (the SDKs' default).
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(10);
@@ -137,17 +138,18 @@ fn resolve(addr: &str) -> Result<Vec<SocketAddr>, SessionError> {
         })
 }
 
-async fn read_exact(s: &mut Stream, n: usize) -> Result<Vec<u8>, SessionError> {
-    let mut out = Vec::with_capacity(n);
-    while out.len() < n {
-        let buf = Vec::with_capacity(n - out.len());
-        let (res, buf) = s.read(buf).await;
-        match res {
-            Ok(m) if m > 0 => out.extend_from_slice(&buf[..m]),
-            _ => return Err(SessionError::Closed),
+/// Pieces the edge sends right away (a stream type, a ProxyHeader) come
+/// within this; heartbeat echoes are waited for by the heartbeat itself.
+const PIECE_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl From<ReadError> for SessionError {
+    fn from(e: ReadError) -> SessionError {
+        match e {
+            ReadError::Message(m) => SessionError::Protocol(m.to_string()),
+            ReadError::TimedOut => SessionError::Protocol("the edge did not answer in time".into()),
+            ReadError::Closed => SessionError::Closed,
         }
     }
-    Ok(out)
 }
 
 /// `scheme://host[:port]` without the port.
@@ -168,31 +170,17 @@ pub fn without_port(url: &str) -> String {
 
 /// One RPC: open a typed stream, send the request, read the reply to EOF.
 async fn rpc(mux: &Session, ty: u32, body: Vec<u8>) -> Result<serde_json::Value, SessionError> {
-    let fut = async {
-        let mut s = mux.open().await.map_err(|_| SessionError::Closed)?;
-        let (res, _) = s.write_all(ty.to_be_bytes().to_vec()).await;
-        res.map_err(|_| SessionError::Closed)?;
-        let (res, _) = s.write_all(body).await;
-        res.map_err(|_| SessionError::Closed)?;
-        let mut buf = Vec::new();
-        loop {
-            if let Some((v, _)) =
-                messages::take_value(&buf).map_err(|e| SessionError::Protocol(e.to_string()))?
-            {
-                let _ = s.shutdown().await;
-                return Ok(v);
-            }
-            let chunk = Vec::with_capacity(4096);
-            let (res, chunk) = s.read(chunk).await;
-            match res {
-                Ok(n) if n > 0 => buf.extend_from_slice(&chunk[..n]),
-                _ => return Err(SessionError::Closed),
-            }
-        }
-    };
-    monoio::time::timeout(RPC_TIMEOUT, fut)
+    let mut s = monoio::time::timeout(RPC_TIMEOUT, mux.open())
         .await
-        .map_err(|_| SessionError::Protocol("the edge did not answer in time".into()))?
+        .map_err(|_| SessionError::Protocol("no stream free for a request to the edge".into()))?
+        .map_err(|_| SessionError::Closed)?;
+    let (res, _) = s.write_all(ty.to_be_bytes().to_vec()).await;
+    res.map_err(|_| SessionError::Closed)?;
+    let (res, _) = s.write_all(body).await;
+    res.map_err(|_| SessionError::Closed)?;
+    let v = read_json(&mut s, RPC_TIMEOUT).await?;
+    let _ = s.shutdown().await;
+    Ok(v)
 }
 
 /// Connects, authenticates and binds every endpoint.
@@ -392,12 +380,12 @@ async fn server_stream(
     forwarders: Vec<Rc<Forwarder>>,
     status: Arc<Counters>,
 ) {
-    let Ok(ty) = read_exact(&mut s, 4).await else {
+    let Ok(ty) = read_exact(&mut s, 4, Some(PIECE_TIMEOUT)).await else {
         return;
     };
     match u32::from_be_bytes([ty[0], ty[1], ty[2], ty[3]]) {
         stream_type::PROXY => {
-            let Ok(len) = read_exact(&mut s, 8).await else {
+            let Ok(len) = read_exact(&mut s, 8, Some(PIECE_TIMEOUT)).await else {
                 return;
             };
             let mut len8 = [0u8; 8];
@@ -407,7 +395,7 @@ async fn server_stream(
                 s.reset(ErrorCode::Protocol);
                 return;
             }
-            let Ok(json) = read_exact(&mut s, n as usize).await else {
+            let Ok(json) = read_exact(&mut s, n as usize, Some(PIECE_TIMEOUT)).await else {
                 return;
             };
             let mut whole = len;
@@ -434,7 +422,7 @@ async fn server_stream(
             }
         }
         stream_type::HEARTBEAT => loop {
-            let Ok(beat) = read_exact(&mut s, 4).await else {
+            let Ok(beat) = read_exact(&mut s, 4, None).await else {
                 return;
             };
             let (res, _) = s.write_all(beat).await;
@@ -443,13 +431,9 @@ async fn server_stream(
             }
         },
         stream_type::STOP_TUNNEL => {
-            let mut buf = Vec::new();
-            while let Ok(chunk) = read_exact(&mut s, 1).await {
-                buf.extend_from_slice(&chunk);
-                if let Ok(Some((v, _))) = messages::take_value(&buf) {
-                    warn!(message = %v, "the edge stopped an endpoint");
-                    break;
-                }
+            match read_json(&mut s, PIECE_TIMEOUT).await {
+                Ok(v) => warn!(message = %v, "the edge stopped an endpoint"),
+                Err(e) => debug!(error = %e, "unreadable StopTunnel"),
             }
             let _ = s.shutdown().await;
         }
@@ -489,7 +473,7 @@ async fn heartbeat(mux: Session) {
         }
         match monoio::time::timeout(
             HEARTBEAT_INTERVAL + HEARTBEAT_TOLERANCE,
-            read_exact(&mut s, 4),
+            read_exact(&mut s, 4, None),
         )
         .await
         {

@@ -13,10 +13,11 @@ use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, Split};
 use tracing::{debug, info, warn};
 
 use super::messages::{
-    self, encode, stream_type, Auth, Bind, ErrorResp, LabelResp, MessageError, SrvInfoResp, Unbind,
+    self, encode, stream_type, Auth, Bind, ErrorResp, LabelResp, SrvInfoResp, Unbind,
 };
 use super::muxado::{self, ErrorCode, Role, Session, Stream};
 use super::registry::SessionId;
+use super::stream_io::{read_exact, read_json, ReadError};
 use crate::runtime::worker::WorkerCtx;
 
 /// A typed stream must name its type this soon after opening.
@@ -28,16 +29,6 @@ const AUTH_TIMEOUT: Duration = Duration::from_secs(30);
 /// Heartbeat defaults when the agent's Auth does not say (spec §4).
 const DEFAULT_BEAT: Duration = Duration::from_secs(10);
 const DEFAULT_TOLERANCE: Duration = Duration::from_secs(15);
-
-#[derive(Debug, thiserror::Error)]
-enum StreamError {
-    #[error("timed out")]
-    TimedOut,
-    #[error("stream closed")]
-    Closed,
-    #[error(transparent)]
-    Message(#[from] MessageError),
-}
 
 /// Session-wide state shared by its stream tasks.
 struct SessionState {
@@ -122,47 +113,6 @@ where
     }
 }
 
-/// Reads exactly `n` more bytes onto `buf`.
-async fn read_exact_into(
-    s: &mut Stream,
-    buf: &mut Vec<u8>,
-    n: usize,
-    limit: Duration,
-) -> Result<(), StreamError> {
-    let want = buf.len() + n;
-    while buf.len() < want {
-        let chunk = Vec::with_capacity(want - buf.len());
-        let (res, chunk) = monoio::time::timeout(limit, s.read(chunk))
-            .await
-            .map_err(|_| StreamError::TimedOut)?;
-        match res {
-            Ok(m) if m > 0 => buf.extend_from_slice(&chunk[..m]),
-            _ => return Err(StreamError::Closed),
-        }
-    }
-    Ok(())
-}
-
-/// Reads one JSON value (the agent does not half-close after a request).
-async fn read_json(s: &mut Stream) -> Result<serde_json::Value, StreamError> {
-    let deadline = Instant::now() + RPC_TIMEOUT;
-    let mut buf = Vec::new();
-    loop {
-        if let Some((v, _)) = messages::take_value(&buf)? {
-            return Ok(v);
-        }
-        let left = deadline.saturating_duration_since(Instant::now());
-        let chunk = Vec::with_capacity(16 * 1024);
-        let (res, chunk) = monoio::time::timeout(left, s.read(chunk))
-            .await
-            .map_err(|_| StreamError::TimedOut)?;
-        match res {
-            Ok(n) if n > 0 => buf.extend_from_slice(&chunk[..n]),
-            _ => return Err(StreamError::Closed),
-        }
-    }
-}
-
 /// Writes one JSON reply and FIN (the Rust SDK reads replies to EOF),
 /// then waits briefly for the agent's FIN so the stream closes cleanly
 /// instead of being reset.
@@ -183,13 +133,9 @@ async fn reply(s: &mut Stream, body: Vec<u8>) {
 }
 
 async fn typed_stream(mut s: Stream, state: Rc<SessionState>, ctx: Rc<WorkerCtx>) {
-    let mut head = Vec::with_capacity(4);
-    if read_exact_into(&mut s, &mut head, 4, TYPE_TIMEOUT)
-        .await
-        .is_err()
-    {
+    let Ok(head) = read_exact(&mut s, 4, Some(TYPE_TIMEOUT)).await else {
         return;
-    }
+    };
     let ty = u32::from_be_bytes([head[0], head[1], head[2], head[3]]);
     let registry = ctx.tunnels.registry().clone();
     let result = match ty {
@@ -197,7 +143,7 @@ async fn typed_stream(mut s: Stream, state: Rc<SessionState>, ctx: Rc<WorkerCtx>
             heartbeat(s, &state).await;
             return;
         }
-        stream_type::AUTH => match read_json(&mut s).await {
+        stream_type::AUTH => match read_json(&mut s, RPC_TIMEOUT).await {
             Ok(v) => {
                 let auth: Auth = match messages::decode(v) {
                     Ok(a) => a,
@@ -229,7 +175,7 @@ async fn typed_stream(mut s: Stream, state: Rc<SessionState>, ctx: Rc<WorkerCtx>
             }
             Err(e) => Err(e),
         },
-        stream_type::BIND => match read_json(&mut s).await {
+        stream_type::BIND => match read_json(&mut s, RPC_TIMEOUT).await {
             Ok(v) => {
                 let resp = match messages::decode::<Bind>(v) {
                     Ok(b) => registry.bind(state.id, &b),
@@ -246,7 +192,7 @@ async fn typed_stream(mut s: Stream, state: Rc<SessionState>, ctx: Rc<WorkerCtx>
             }
             Err(e) => Err(e),
         },
-        stream_type::UNBIND => match read_json(&mut s).await {
+        stream_type::UNBIND => match read_json(&mut s, RPC_TIMEOUT).await {
             Ok(v) => {
                 let resp = match messages::decode::<Unbind>(v) {
                     Ok(u) => registry.unbind(state.id, &u.id),
@@ -259,7 +205,7 @@ async fn typed_stream(mut s: Stream, state: Rc<SessionState>, ctx: Rc<WorkerCtx>
             }
             Err(e) => Err(e),
         },
-        stream_type::START_TUNNEL_WITH_LABEL => match read_json(&mut s).await {
+        stream_type::START_TUNNEL_WITH_LABEL => match read_json(&mut s, RPC_TIMEOUT).await {
             Ok(_) => {
                 let resp = LabelResp {
                     id: String::new(),
@@ -273,7 +219,7 @@ async fn typed_stream(mut s: Stream, state: Rc<SessionState>, ctx: Rc<WorkerCtx>
             }
             Err(e) => Err(e),
         },
-        stream_type::SRV_INFO => match read_json(&mut s).await {
+        stream_type::SRV_INFO => match read_json(&mut s, RPC_TIMEOUT).await {
             Ok(_) => {
                 let resp = SrvInfoResp {
                     region: "local".into(),
@@ -283,7 +229,7 @@ async fn typed_stream(mut s: Stream, state: Rc<SessionState>, ctx: Rc<WorkerCtx>
             }
             Err(e) => Err(e),
         },
-        stream_type::PATCH_TUNNEL_STATE => match read_json(&mut s).await {
+        stream_type::PATCH_TUNNEL_STATE => match read_json(&mut s, RPC_TIMEOUT).await {
             Ok(_) => {
                 let resp = ErrorResp {
                     error: "Updating a bound endpoint is not supported by this edge; unbind and bind again.".into(),
@@ -305,7 +251,7 @@ async fn typed_stream(mut s: Stream, state: Rc<SessionState>, ctx: Rc<WorkerCtx>
     };
     match result {
         Ok(()) => {}
-        Err(StreamError::Message(e)) => {
+        Err(ReadError::Message(e)) => {
             // Oversized or malformed JSON: the agent is broken or hostile.
             warn!(session = state.id, error = %e, "bad message from agent; closing its session");
             state.mux.goaway(ErrorCode::Protocol, "malformed message");

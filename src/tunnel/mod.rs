@@ -8,4 +8,5 @@ pub mod messages;
 pub mod muxado;
 pub mod proxy_stream;
 pub mod registry;
+pub mod stream_io;
 pub mod worker_tunnels;
