@@ -16,7 +16,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, Split, Splitable};
+use monoio::io::{AsyncReadRent, AsyncWriteRent, Split, Splitable};
 use tracing::debug;
 
 use super::error_page::{self, EdgeError};
@@ -951,8 +951,8 @@ where
     let (mut ur, mut uw) = up.into_split();
     let both = async {
         monoio::join!(
-            copy_until_eof(&mut cr, &mut uw, &last),
-            copy_until_eof(&mut ur, &mut cw, &last)
+            super::io::copy_until_eof(&mut cr, &mut uw, &last),
+            super::io::copy_until_eof(&mut ur, &mut cw, &last)
         );
     };
     let watchdog = async {
@@ -968,30 +968,6 @@ where
         _ = both => {}
         _ = watchdog => debug!("upgraded connection idle; closing"),
     }
-}
-
-async fn copy_until_eof<R, W>(r: &mut R, w: &mut W, last: &std::cell::Cell<Instant>)
-where
-    R: AsyncReadRent,
-    W: AsyncWriteRent,
-{
-    let mut buf = Vec::with_capacity(super::io::READ_CHUNK);
-    loop {
-        let (res, b) = r.read(buf).await;
-        buf = b;
-        match res {
-            Ok(n) if n > 0 => {}
-            _ => break,
-        }
-        last.set(Instant::now());
-        let (res, b) = w.write_all(buf).await;
-        buf = b;
-        if res.is_err() {
-            break;
-        }
-        buf.clear();
-    }
-    let _ = w.shutdown().await;
 }
 
 /// A request body buffered for the policy.

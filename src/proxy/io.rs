@@ -68,3 +68,30 @@ pub async fn write_prefix<S: AsyncWriteRent>(
         Err(_) => (Err(IoFail::TimedOut), Vec::new()),
     }
 }
+
+/// Copies bytes from `r` to `w` until EOF or an error on either side, then
+/// shuts `w` down (passing the half-close on). `last` records the time of
+/// the latest byte, for an idle watchdog.
+pub async fn copy_until_eof<R, W>(r: &mut R, w: &mut W, last: &std::cell::Cell<std::time::Instant>)
+where
+    R: AsyncReadRent,
+    W: AsyncWriteRent,
+{
+    let mut buf = Vec::with_capacity(READ_CHUNK);
+    loop {
+        let (res, b) = r.read(buf).await;
+        buf = b;
+        match res {
+            Ok(n) if n > 0 => {}
+            _ => break,
+        }
+        last.set(std::time::Instant::now());
+        let (res, b) = w.write_all(buf).await;
+        buf = b;
+        if res.is_err() {
+            break;
+        }
+        buf.clear();
+    }
+    let _ = w.shutdown().await;
+}

@@ -14,7 +14,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, Splitable};
+use monoio::io::{AsyncReadRent, AsyncWriteRent, Splitable};
 use tokio::sync::mpsc;
 use tracing::debug;
 
@@ -24,6 +24,7 @@ use super::muxado;
 use super::proxy_stream::TunnelStream;
 use super::registry::{Registry, SessionId, TunnelTable};
 use crate::proxy::error_page::EdgeError;
+use crate::proxy::io::copy_until_eof;
 use crate::proxy::upstream::ClientInfo;
 use crate::proxy::upstream_stream::UpStream;
 use crate::route::{Binding, TunnelTarget};
@@ -259,24 +260,9 @@ where
 {
     let (mut ar, mut aw) = a.into_split();
     let (mut br, mut bw) = b.into_split();
-    monoio::join!(copy_half(&mut ar, &mut bw), copy_half(&mut br, &mut aw));
-}
-
-async fn copy_half<R: AsyncReadRent, W: AsyncWriteRent>(r: &mut R, w: &mut W) {
-    let mut buf = Vec::with_capacity(32 * 1024);
-    loop {
-        buf.clear();
-        let (res, b) = r.read(buf).await;
-        buf = b;
-        match res {
-            Ok(n) if n > 0 => {}
-            _ => break,
-        }
-        let (res, b) = w.write_all(buf).await;
-        buf = b;
-        if res.is_err() {
-            break;
-        }
-    }
-    let _ = w.shutdown().await;
+    let last = std::cell::Cell::new(std::time::Instant::now());
+    monoio::join!(
+        copy_until_eof(&mut ar, &mut bw, &last),
+        copy_until_eof(&mut br, &mut aw, &last)
+    );
 }
