@@ -312,25 +312,40 @@ async fn connection(
     match &*listener {
         Listener::Http => conn::serve(stream, peer, ctx, Scheme::Http).await,
         Listener::Https(acceptor) => {
-            let stream = crate::tls::cork::CorkedTcp::new(stream);
-            match monoio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                Ok(Ok(tls)) => {
-                    if tls.alpn_protocol().as_deref() == Some(ALPN_H2) {
-                        serve_h2(tls, peer, ctx).await;
-                    } else {
-                        conn::serve(tls, peer, ctx, Scheme::Https).await;
-                    }
-                }
-                Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
-                Err(_) => debug!(%peer, "TLS handshake timed out"),
+            let Some(tls) = tls_accept(acceptor, stream, peer).await else {
+                return;
+            };
+            if tls.alpn_protocol().as_deref() == Some(ALPN_H2) {
+                serve_h2(tls, peer, ctx).await;
+            } else {
+                conn::serve(tls, peer, ctx, Scheme::Https).await;
             }
         }
         Listener::Tunnel(acceptor) => {
-            match monoio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                Ok(Ok(tls)) => crate::tunnel::edge_session::serve(tls, peer, ctx).await,
-                Ok(Err(e)) => debug!(%peer, error = %e, "agent TLS handshake failed"),
-                Err(_) => debug!(%peer, "agent TLS handshake timed out"),
+            if let Some(tls) = tls_accept(acceptor, stream, peer).await {
+                crate::tunnel::edge_session::serve(tls, peer, ctx).await;
             }
+        }
+    }
+}
+
+/// The server side of a TLS handshake (first flight corked), bounded by
+/// the seed's 60 s; failures are logged at debug and end the connection.
+async fn tls_accept(
+    acceptor: &monoio_rustls::TlsAcceptor,
+    stream: monoio::net::TcpStream,
+    peer: std::net::SocketAddr,
+) -> Option<monoio_rustls::ServerTlsStream<crate::tls::cork::CorkedTcp>> {
+    let stream = crate::tls::cork::CorkedTcp::new(stream);
+    match monoio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => Some(tls),
+        Ok(Err(e)) => {
+            debug!(%peer, error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            debug!(%peer, "TLS handshake timed out");
+            None
         }
     }
 }
