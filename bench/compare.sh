@@ -77,34 +77,10 @@ CLK_TCK=$(getconf CLK_TCK)
 for cmd in nginx haproxy wrk h2load taskset ss curl timeout getconf; do
     command -v "$cmd" >/dev/null || die "missing '$cmd' (apt-get install nginx-light haproxy wrk nghttp2-client util-linux iproute2 curl)"
 done
-NCPU=$(nproc --all)
-((SERVER_CPU < NCPU && CLIENT_CPU < NCPU)) || die "SERVER_CPU/CLIENT_CPU must be < $NCPU"
-((SERVER_CPU != CLIENT_CPU)) || echo "warning: server and load generator share CPU $SERVER_CPU" >&2
-
-# Raise the soft fd limit to the hard one (best effort); every server inherits it.
-ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+bench_prepare compare.sh
 
 SERVERS=(nginx haproxy)
 ((SKIP_RINGRESS)) || SERVERS+=(ringress)
-
-# ---------------------------------------------------------------------------------------
-# Temporary directory and cleanup: only PIDs this script started are ever signalled.
-# ---------------------------------------------------------------------------------------
-WORK=$(mktemp -d /tmp/ringress-bench.XXXXXX)
-chmod 755 "$WORK" # nginx workers may drop to 'nobody'
-PIDS=()
-
-cleanup() {
-    local rc=$?
-    trap - EXIT INT TERM
-    stop_started compare.sh
-    if ((KEEP_WORK)); then echo "kept $WORK" >&2; else rm -rf "$WORK"; fi
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'echo "compare.sh: line $LINENO: command failed: $BASH_COMMAND" >&2' ERR
-trap 'exit 130' INT
-trap 'exit 143' TERM
 
 # ---------------------------------------------------------------------------------------
 # Ports: fresh ones each run, below the ephemeral range so client sockets never take them,
@@ -118,13 +94,6 @@ for s in "${SERVERS[@]}"; do
     PORT[$s.fixed]=$(pick_port)
     PORT[$s.proxy]=$(pick_port)
 done
-
-
-
-
-
-
-
 
 # Bodies: 100 bytes each, distinct so the proxy scenario can be checked to go upstream.
 FILL=$(printf 'x%.0s' $(seq 94))
@@ -149,7 +118,6 @@ fi
 GIT_STATE="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo 'no commit') ($(git -C "$ROOT" status --porcelain --untracked-files=no 2>/dev/null | wc -l) modified tracked files: $(git -C "$ROOT" status --porcelain --untracked-files=no 2>/dev/null | awk '{ print $2 }' | tr '\n' ' '))"
 BIN_STATE=-
 ((SKIP_RINGRESS)) || BIN_STATE="$(sha256sum "$RINGRESS_BIN" | cut -c1-16) built $(date -u -r "$RINGRESS_BIN" '+%Y-%m-%dT%H:%M:%SZ')"
-
 
 mkdir -p "$WORK/upstream"
 {
@@ -312,7 +280,6 @@ for s in "${SERVERS[@]}"; do
         [[ $body == "$want" ]] || die "$s/$sc: unexpected body '$body'"
     done
 done
-
 
 RAW=$WORK/raw.tsv
 printf 'round\tserver\tscenario\ttool\treq_s\tp99_us\trequests\terrors\tserver_ticks\tcpu_us_per_req\tupstream_cpu_us_per_req\tclient_cpu_pct\tsoftirq_us_per_req_overlaps\tother_load_pct\n' >"$RAW"

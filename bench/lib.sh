@@ -100,6 +100,34 @@ wait_quiet() {
     done
 }
 
+# bench_prepare NAME: the common start of every side-by-side script. Checks the CPU
+# choice, raises the soft fd limit to the hard one (every server inherits it), and
+# makes WORK (a temporary directory) and PIDS; on exit, only the PIDs the script
+# started are signalled and WORK is removed (kept with KEEP_WORK=1).
+bench_prepare() {
+    BENCH_NAME=$1
+    NCPU=$(nproc --all)
+    ((SERVER_CPU < NCPU && CLIENT_CPU < NCPU)) || die "SERVER_CPU/CLIENT_CPU must be < $NCPU"
+    ((SERVER_CPU != CLIENT_CPU)) || echo "warning: servers and load generator share CPU $SERVER_CPU" >&2
+    ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+    WORK=$(mktemp -d "/tmp/ringress-${BENCH_NAME%.sh}.XXXXXX")
+    chmod 755 "$WORK" # nginx workers may drop to 'nobody'
+    PIDS=()
+    trap bench_cleanup EXIT
+    # shellcheck disable=SC2016 # expanded when the trap runs
+    trap 'echo "$BENCH_NAME: line $LINENO: command failed: $BASH_COMMAND" >&2' ERR
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+}
+
+bench_cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    stop_started "$BENCH_NAME"
+    if ((KEEP_WORK)); then echo "kept $WORK" >&2; else rm -rf "$WORK"; fi
+    exit "$rc"
+}
+
 # run_with_retries DISCARD CMD...: runs CMD (a script's run_once, which sets OTHER, ROW
 # and LINE). For a measured run (DISCARD empty), a run whose foreign load exceeded
 # MAX_OTHER % is repeated after waiting for quiet, up to NOISE_RETRIES times; the last

@@ -113,31 +113,7 @@ CLK_TCK=$(getconf CLK_TCK)
 for cmd in nginx wrk taskset ss curl timeout getconf base64 cargo; do
     command -v "$cmd" >/dev/null || die "missing '$cmd' (apt-get install nginx-light wrk util-linux iproute2 curl coreutils)"
 done
-NCPU=$(nproc --all)
-((SERVER_CPU < NCPU && CLIENT_CPU < NCPU)) || die "SERVER_CPU/CLIENT_CPU must be < $NCPU"
-((SERVER_CPU != CLIENT_CPU)) || echo "warning: systems and load generator share CPU $SERVER_CPU" >&2
-
-# Raise the soft fd limit to the hard one (best effort); every server inherits it.
-ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-
-# ---------------------------------------------------------------------------------------
-# Temporary directory and cleanup: only PIDs this script started are ever signalled.
-# ---------------------------------------------------------------------------------------
-WORK=$(mktemp -d /tmp/ringress-policy-bench.XXXXXX)
-chmod 755 "$WORK" # nginx workers may drop to 'nobody'
-PIDS=()
-
-cleanup() {
-    local rc=$?
-    trap - EXIT INT TERM
-    stop_started policy_compare.sh
-    if ((KEEP_WORK)); then echo "kept $WORK" >&2; else rm -rf "$WORK"; fi
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'echo "policy_compare.sh: line $LINENO: command failed: $BASH_COMMAND" >&2' ERR
-trap 'exit 130' INT
-trap 'exit 143' TERM
+bench_prepare policy_compare.sh
 
 # ---------------------------------------------------------------------------------------
 # Ports: fresh ones each run, below the ephemeral range, not used by any socket.

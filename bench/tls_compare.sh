@@ -122,34 +122,11 @@ CLK_TCK=$(getconf CLK_TCK)
 for cmd in nginx wrk h2load openssl cc taskset ss curl timeout getconf; do
     command -v "$cmd" >/dev/null || die "missing '$cmd' (apt-get install nginx-light wrk nghttp2-client openssl gcc util-linux iproute2 curl)"
 done
-NCPU=$(nproc --all)
-((SERVER_CPU < NCPU && CLIENT_CPU < NCPU)) || die "SERVER_CPU/CLIENT_CPU must be < $NCPU"
-((SERVER_CPU != CLIENT_CPU)) || echo "warning: server and load generator share CPU $SERVER_CPU" >&2
+bench_prepare tls_compare.sh
 nginx -V 2>&1 | grep -q -- '--with-http_v2_module' || die "this nginx has no HTTP/2 module"
 nginx -V 2>&1 | grep -q -- '--with-http_ssl_module' || die "this nginx has no SSL module"
 
-ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-
 SERVERS=(nginx ringress)
-
-# ---------------------------------------------------------------------------------------
-# Temporary directory and cleanup: only PIDs this script started are ever signalled.
-# ---------------------------------------------------------------------------------------
-WORK=$(mktemp -d /tmp/ringress-tlsbench.XXXXXX)
-chmod 755 "$WORK" # nginx workers may drop to 'nobody'
-PIDS=()
-
-cleanup() {
-    local rc=$?
-    trap - EXIT INT TERM
-    stop_started tls_compare.sh
-    if ((KEEP_WORK)); then echo "kept $WORK" >&2; else rm -rf "$WORK"; fi
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'echo "tls_compare.sh: line $LINENO: command failed: $BASH_COMMAND" >&2' ERR
-trap 'exit 130' INT
-trap 'exit 143' TERM
 
 # ---------------------------------------------------------------------------------------
 # Ports: fresh ones each run, below the ephemeral port range, not used by any socket.
@@ -161,14 +138,6 @@ declare -A PORT=()
 PORT[nginx]=$(pick_port)
 PORT[ringress]=$(pick_port)
 RINGRESS_HTTP_PORT=$(pick_port) # ringress's plain listener (unused by the load)
-
-
-
-
-
-
-
-
 
 FILL=$(printf 'x%.0s' $(seq 94))
 UP_BODY="upstr:$FILL"
@@ -239,7 +208,6 @@ EOF
 cc -O2 -shared -fPIC -o "$WORK/tls_shim.so" "$WORK/tls_shim.c" -ldl 2>"$WORK/cc.log" ||
     { cat "$WORK/cc.log" >&2; die "could not compile the TLS client shim"; }
 ldd "$(command -v wrk)" | grep 'libssl\.so' >/dev/null || die "wrk is not linked to a shared libssl: the shim cannot work"
-
 
 mkdir -p "$WORK/upstream"
 {
@@ -370,7 +338,6 @@ for s in "${SERVERS[@]}"; do
         END { print c ", " k ", " p }' "$TLS_LOG")
 done
 
-
 RAW=$WORK/raw.tsv
 printf 'round\tserver\tscenario\ttool\treq_s\tp99_us\trequests\terrors\tserver_ticks\tcpu_us_per_req\tupstream_cpu_us_per_req\tclient_cpu_pct\tserver_cpu_busy_pct\tother_load_pct\tfull_hs\tresumed_hs\ttcp_connects_per_req\n' >"$RAW"
 declare -A LAST_H2_RPS=() H2_CIPHER=()
@@ -488,7 +455,6 @@ run_once() {
 }
 
 run_load() { run_with_retries "${4:-}" run_once "$@"; }
-
 
 nscen=$(wc -w <<<"$SCENARIOS")
 est=$((ROUNDS * nscen * 2 * (DURATION + 3) + 2 * nscen * (WARMUP + 2)))

@@ -105,31 +105,7 @@ CLK_TCK=$(getconf CLK_TCK)
 for cmd in nginx wrk taskset ss curl timeout getconf cargo; do
     command -v "$cmd" >/dev/null || die "missing '$cmd' (apt-get install nginx-light wrk util-linux iproute2 curl)"
 done
-NCPU=$(nproc --all)
-((SERVER_CPU < NCPU && CLIENT_CPU < NCPU)) || die "SERVER_CPU/CLIENT_CPU must be < $NCPU"
-((SERVER_CPU != CLIENT_CPU)) || echo "warning: systems and load generator share CPU $SERVER_CPU" >&2
-
-# Raise the soft fd limit to the hard one (best effort); every server inherits it.
-ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-
-# ---------------------------------------------------------------------------------------
-# Temporary directory and cleanup: only PIDs this script started are ever signalled.
-# ---------------------------------------------------------------------------------------
-WORK=$(mktemp -d /tmp/ringress-tunnel-bench.XXXXXX)
-chmod 755 "$WORK" # nginx workers may drop to 'nobody'
-PIDS=()
-
-cleanup() {
-    local rc=$?
-    trap - EXIT INT TERM
-    stop_started tunnel_compare.sh
-    if ((KEEP_WORK)); then echo "kept $WORK" >&2; else rm -rf "$WORK"; fi
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'echo "tunnel_compare.sh: line $LINENO: command failed: $BASH_COMMAND" >&2' ERR
-trap 'exit 130' INT
-trap 'exit 143' TERM
+bench_prepare tunnel_compare.sh
 
 # ---------------------------------------------------------------------------------------
 # Ports: fresh ones each run, below the ephemeral range, not used by any socket.
@@ -270,7 +246,6 @@ start upstream nginx -e "$WORK/upstream/error.log" -p "$WORK/upstream" -c "$WORK
 UP_PID=$STARTED_PID
 wait_listening "$UP_PORT" "$UP_PID" upstream
 
-
 if has direct; then
     start direct env -u RUST_LOG "$RINGRESS_BIN" edge --config "$WORK/ringress-direct.toml" --log-level "$RINGRESS_LOG_LEVEL"
     SIDE_A[direct]=$STARTED_PID SIDE_B[direct]="" LISTENER[direct]=$STARTED_PID
@@ -338,7 +313,6 @@ done
 RAW=$WORK/raw.tsv
 printf 'round\tsystem\tconns\treq_s\tp99_us\trequests\terrors\tsystem_ticks\tcpu_us_per_req\tside_a_cpu_us_per_req\tside_b_cpu_us_per_req\tupstream_cpu_us_per_req\tclient_cpu_pct\tother_load_pct\ttcp_connects_per_req\n' >"$RAW"
 : >"$WORK/tool-output.txt"
-
 
 # run_once ROUND SYSTEM CONNS [discard]: one measured run; sets ROW (TSV line), LINE
 # (progress line) and OTHER (foreign load %).
