@@ -398,3 +398,34 @@ fn sdk_legacy_option_the_edge_cannot_honour_is_refused() {
         out.stderr
     );
 }
+
+/// Regression (issue 11): an upstream that accepts and closes without
+/// answering, behind the SDK (one session, so on a two-worker edge half
+/// the connections go through the relay), is ERR_NGROK_3004, not 3210.
+#[test]
+fn sdk_upstream_closing_unanswered_is_3004_not_3210() {
+    if !sdk_available() {
+        return;
+    }
+    let up = Upstream::start(Behaviour::fixed_then_close(""));
+    let data = tempfile::tempdir().expect("tempdir");
+    let edge = dev_edge_with_tunnel(data.path(), "127.0.0.1:0");
+    let ca = dev_ca(&edge);
+    let sdk = Sdk::start(
+        edge.listener_addr("tunnel"),
+        &ca,
+        "closes.ringress.localhost",
+        up.addr().port(),
+    );
+    let (host, _) = url_host_port(&sdk.url);
+    for i in 0..12 {
+        let (status, text) = https_get(&edge, &ca, &host, &format!("/c/{i}"), "")
+            .unwrap_or_else(|| panic!("no response; sdk stderr:\n{}", sdk.stderr()));
+        assert_eq!(status, 502, "{text}");
+        assert!(
+            text.to_ascii_lowercase()
+                .contains("ngrok-error-code: err_ngrok_3004"),
+            "{text}"
+        );
+    }
+}

@@ -195,11 +195,11 @@ pub async fn send_head(
                 continue;
             }
             Err(IoFail::TimedOut) => return Err(EdgeError::UPSTREAM_TIMEOUT),
-            // A new stream to an agent that ends before any byte: the
-            // owning worker could not open it (session gone or full).
-            _ if !reused && !matches!(up.stream, UpStream::Tcp(_)) => {
-                return Err(EdgeError::AGENT_UNREACHABLE)
-            }
+            // A new connection that ends before any byte: a stream the
+            // agent ended unanswered (3004) or one that was never opened
+            // (3210); see `UpStream::unanswered`.
+            Ok(_) if !reused => return Err(up.stream.unanswered(false)),
+            Err(IoFail::Io(_)) if !reused => return Err(up.stream.unanswered(true)),
             _ => return Err(EdgeError::UPSTREAM_INVALID),
         }
     }
@@ -249,7 +249,7 @@ pub fn release(ctx: &WorkerCtx, up: UpstreamConn, max_idle_per_host: usize) {
         .as_ref()
         .is_some_and(|p| p.load(std::sync::atomic::Ordering::Relaxed));
     let max_idle_per_host = match (&up.key, &up.stream) {
-        (_, UpStream::Relay(_)) => {
+        (_, UpStream::Relay(..)) => {
             if pressed {
                 return;
             }

@@ -13,12 +13,16 @@ use monoio::io::{AsyncReadRent, AsyncWriteRent};
 use monoio::net::{TcpStream, UnixStream};
 use monoio::BufResult;
 
+use super::error_page::EdgeError;
 use crate::tunnel::proxy_stream::TunnelStream;
+use crate::tunnel::worker_tunnels::RelayState;
 
 pub enum UpStream {
     Tcp(TcpStream),
     Tunnel(TunnelStream),
-    Relay(UnixStream),
+    /// The socket to the owning worker, and what that worker did with
+    /// the request (opened the agent stream or not).
+    Relay(UnixStream, Arc<RelayState>),
 }
 
 impl std::fmt::Debug for UpStream {
@@ -26,7 +30,7 @@ impl std::fmt::Debug for UpStream {
         f.write_str(match self {
             UpStream::Tcp(_) => "UpStream::Tcp",
             UpStream::Tunnel(_) => "UpStream::Tunnel",
-            UpStream::Relay(_) => "UpStream::Relay",
+            UpStream::Relay(..) => "UpStream::Relay",
         })
     }
 }
@@ -62,11 +66,26 @@ fn socket_still_open(fd: i32) -> bool {
 }
 
 impl UpStream {
+    /// The error for a new connection that ended (`reset`: with an error)
+    /// before any response byte. A stream to the agent that was opened
+    /// and then closed unanswered is the upstream's failure (the agent
+    /// passes its upstream's EOF on): ERR_NGROK_3004, like a direct
+    /// upstream. Only a stream that could not be opened, or that the
+    /// agent's session reset, is ERR_NGROK_3210.
+    pub fn unanswered(&self, reset: bool) -> EdgeError {
+        match self {
+            UpStream::Tcp(_) => EdgeError::UPSTREAM_INVALID,
+            UpStream::Tunnel(_) if reset => EdgeError::AGENT_UNREACHABLE,
+            UpStream::Tunnel(_) => EdgeError::UPSTREAM_INVALID,
+            UpStream::Relay(_, state) => state.unanswered(),
+        }
+    }
+
     /// Whether an idle pooled connection still looks usable.
     pub fn still_open(&self) -> bool {
         match self {
             UpStream::Tcp(s) => socket_still_open(s.as_raw_fd()),
-            UpStream::Relay(s) => socket_still_open(s.as_raw_fd()),
+            UpStream::Relay(s, _) => socket_still_open(s.as_raw_fd()),
             UpStream::Tunnel(s) => !s.is_read_closed(),
         }
     }
@@ -77,7 +96,7 @@ impl AsyncReadRent for UpStream {
         match self {
             UpStream::Tcp(s) => s.read(buf).await,
             UpStream::Tunnel(s) => s.read(buf).await,
-            UpStream::Relay(s) => s.read(buf).await,
+            UpStream::Relay(s, _) => s.read(buf).await,
         }
     }
 
@@ -85,7 +104,7 @@ impl AsyncReadRent for UpStream {
         match self {
             UpStream::Tcp(s) => s.readv(buf).await,
             UpStream::Tunnel(s) => s.readv(buf).await,
-            UpStream::Relay(s) => s.readv(buf).await,
+            UpStream::Relay(s, _) => s.readv(buf).await,
         }
     }
 }
@@ -95,7 +114,7 @@ impl AsyncWriteRent for UpStream {
         match self {
             UpStream::Tcp(s) => s.write(buf).await,
             UpStream::Tunnel(s) => s.write(buf).await,
-            UpStream::Relay(s) => s.write(buf).await,
+            UpStream::Relay(s, _) => s.write(buf).await,
         }
     }
 
@@ -103,7 +122,7 @@ impl AsyncWriteRent for UpStream {
         match self {
             UpStream::Tcp(s) => s.writev(buf).await,
             UpStream::Tunnel(s) => s.writev(buf).await,
-            UpStream::Relay(s) => s.writev(buf).await,
+            UpStream::Relay(s, _) => s.writev(buf).await,
         }
     }
 
@@ -111,7 +130,7 @@ impl AsyncWriteRent for UpStream {
         match self {
             UpStream::Tcp(s) => s.flush().await,
             UpStream::Tunnel(s) => s.flush().await,
-            UpStream::Relay(s) => s.flush().await,
+            UpStream::Relay(s, _) => s.flush().await,
         }
     }
 
@@ -119,7 +138,7 @@ impl AsyncWriteRent for UpStream {
         match self {
             UpStream::Tcp(s) => s.shutdown().await,
             UpStream::Tunnel(s) => s.shutdown().await,
-            UpStream::Relay(s) => s.shutdown().await,
+            UpStream::Relay(s, _) => s.shutdown().await,
         }
     }
 }

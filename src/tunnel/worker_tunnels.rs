@@ -11,6 +11,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -43,6 +44,41 @@ pub struct RelayOpen {
     pub session: SessionId,
     pub preamble: Vec<u8>,
     pub socket: std::os::unix::net::UnixStream,
+    pub state: Arc<RelayState>,
+}
+
+/// What the owning worker did with a relayed request, set before it pipes
+/// or drops the socket, so that the requesting worker can tell, on an EOF
+/// before any byte, a stream that was never opened (ERR_NGROK_3210) from
+/// one the agent closed without answering (ERR_NGROK_3004).
+#[derive(Debug, Default)]
+pub struct RelayState(AtomicU8);
+
+impl RelayState {
+    // 0 (the default): pending, nothing done yet.
+    const OPENED: u8 = 1;
+    const BUSY: u8 = 2;
+    const UNREACHABLE: u8 = 3;
+
+    fn set(&self, result: &Result<TunnelStream, EdgeError>) {
+        let v = match result {
+            Ok(_) => Self::OPENED,
+            Err(e) if *e == EdgeError::AGENT_BUSY => Self::BUSY,
+            Err(_) => Self::UNREACHABLE,
+        };
+        self.0.store(v, Ordering::Release);
+    }
+
+    /// The error for a relayed connection that ended before any byte.
+    pub fn unanswered(&self) -> EdgeError {
+        match self.0.load(Ordering::Acquire) {
+            Self::OPENED => EdgeError::UPSTREAM_INVALID,
+            Self::BUSY => EdgeError::AGENT_BUSY,
+            // UNREACHABLE, or PENDING: the session was gone before the
+            // owning worker looked.
+            _ => EdgeError::AGENT_UNREACHABLE,
+        }
+    }
 }
 
 pub type RelaySender = mpsc::Sender<RelayOpen>;
@@ -193,14 +229,16 @@ impl WorkerTunnels {
             .set_nonblocking(true)
             .and_then(|_| mine.set_nonblocking(true))
             .map_err(|_| EdgeError::AGENT_UNREACHABLE)?;
+        let state = Arc::new(RelayState::default());
         tx.try_send(RelayOpen {
             session: binding.session,
             preamble,
             socket: theirs,
+            state: state.clone(),
         })
         .map_err(|_| EdgeError::AGENT_BUSY)?;
         monoio::net::UnixStream::from_std(mine)
-            .map(UpStream::Relay)
+            .map(|s| UpStream::Relay(s, state))
             .map_err(|_| EdgeError::AGENT_UNREACHABLE)
     }
 
@@ -239,13 +277,19 @@ async fn open_local(
 /// The owning worker's half of a relayed request.
 async fn relay_one(session: Rc<LocalSession>, req: RelayOpen, wait: Duration) {
     let RelayOpen {
-        preamble, socket, ..
+        preamble,
+        socket,
+        state,
+        ..
     } = req;
     let Ok(socket) = monoio::net::UnixStream::from_std(socket) else {
         return;
     };
-    let Ok(stream) = open_local(&session, preamble, wait).await else {
-        // Dropping the socket tells the requesting worker (EOF).
+    let opened = open_local(&session, preamble, wait).await;
+    state.set(&opened);
+    let Ok(stream) = opened else {
+        // Dropping the socket tells the requesting worker (EOF), which
+        // reads `state` for the reason.
         return;
     };
     pipe(socket, stream).await;
