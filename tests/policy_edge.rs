@@ -120,7 +120,6 @@ fn rate_limit_429() {
         &up,
         "on_http_request:\n  - actions:\n      - type: rate-limit\n        config:\n          name: by-ip\n          algorithm: sliding_window\n          capacity: 3\n          rate: 60s\n          bucket_key: [conn.client_ip]\n",
     );
-    // One connection stays on one worker, whose limiter it meets.
     let mut c = Client::connect(edge.addr());
     for _ in 0..3 {
         assert_eq!(c.get(APP_HOST, "/").status, 200);
@@ -134,6 +133,57 @@ fn rate_limit_429() {
         .expect("seconds");
     assert!((1..=60).contains(&secs));
     assert_eq!(up.request_count(), 3);
+}
+
+/// Issue 11: the limit is the edge's, not each worker's. With two workers
+/// and 80 separate connections (the kernel spreads new connections over
+/// both workers' listeners), from eight threads at once, exactly
+/// `capacity` requests get 200 and every other one 429 with retry-after.
+#[test]
+fn rate_limit_is_exact_across_workers() {
+    const CAPACITY: usize = 5;
+    let up = Upstream::start(Behaviour::Echo);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = format!(
+        "workers = 2\n{}",
+        policy_endpoint(
+            &dir,
+            &format!("http://{APP_HOST}"),
+            Some(&up.url()),
+            &format!("on_http_request:\n  - actions:\n      - type: rate-limit\n        config:\n          name: by-ip\n          algorithm: sliding_window\n          capacity: {CAPACITY}\n          rate: 60s\n          bucket_key: [conn.client_ip]\n"),
+        )
+    );
+    let edge = Edge::start(&cfg);
+    let addr = edge.addr();
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            std::thread::spawn(move || {
+                (0..10)
+                    .map(|i| {
+                        let r = get(addr, APP_HOST, &format!("/t{t}/{i}"));
+                        let retry = r.header("retry-after").map(str::to_owned);
+                        (r.status, retry)
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let results: Vec<(u16, Option<String>)> = threads
+        .into_iter()
+        .flat_map(|h| h.join().expect("client thread"))
+        .collect();
+    let ok = results.iter().filter(|(s, _)| *s == 200).count();
+    assert_eq!(ok, CAPACITY, "{results:?}");
+    for (status, retry) in results.iter().filter(|(s, _)| *s != 200) {
+        assert_eq!(*status, 429);
+        let secs: u64 = retry
+            .as_deref()
+            .expect("retry-after")
+            .parse()
+            .expect("seconds");
+        assert!((1..=60).contains(&secs), "{secs}");
+    }
+    assert_eq!(up.request_count(), CAPACITY);
 }
 
 #[test]

@@ -11,6 +11,7 @@ pub mod headers;
 pub mod identity;
 pub mod ips;
 pub mod rate_limit;
+pub mod rate_window;
 pub mod respond;
 pub mod rewrite;
 pub mod vars;

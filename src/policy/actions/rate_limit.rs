@@ -1,18 +1,14 @@
 //! `rate-limit` with ngrok's `sliding_window` algorithm: the count of the
 //! current fixed window plus the previous window's count weighted by how
-//! much of it still overlaps the sliding window.
+//! much of it still overlaps the sliding window (`rate_window` has the rule
+//! and the store).
 //!
-//! State is per worker thread (no locks, no cross-core traffic), keyed by
-//! the compiled action and the bucket key. A client whose connections all
-//! land on one worker sees exactly `capacity`; one spreading connections
-//! over N workers can get up to `capacity × N` in the worst case (ngrok
-//! also tracks capacity per ingress server). State starts afresh when the
-//! policy is reloaded.
+//! One table per compiled action, shared by every worker of the edge
+//! (`rate_window::SharedBuckets`, lock-free), so `capacity` is the edge's
+//! limit however the client's connections are spread over workers. Several
+//! edges each count on their own (ngrok also tracks capacity per ingress
+//! server). State starts afresh when the policy is reloaded.
 
-use std::cell::RefCell;
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use cel_interpreter::Value;
@@ -22,6 +18,8 @@ use crate::policy::cel::{self, Expr, Needs};
 use crate::policy::engine::{Cx, Fail, Flow};
 use crate::policy::reply::{codes, write_error};
 use crate::policy::template::Template;
+
+use super::rate_window::{Buckets, Rule, SharedBuckets};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -47,20 +45,11 @@ enum KeyPart {
 
 #[derive(Debug)]
 pub struct RateLimit {
-    id: u64,
     name: String,
-    capacity: u64,
-    window: Duration,
+    buckets: SharedBuckets,
     keys: Vec<KeyPart>,
     enforce: bool,
     needs: Needs,
-}
-
-static NEXT_ID: AtomicU64 = AtomicU64::new(1);
-
-fn epoch() -> Instant {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    *EPOCH.get_or_init(Instant::now)
 }
 
 impl RateLimit {
@@ -108,10 +97,11 @@ impl RateLimit {
             keys.push(part);
         }
         Ok(RateLimit {
-            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             name: cfg.name,
-            capacity: cfg.capacity,
-            window,
+            buckets: SharedBuckets::new(Rule {
+                capacity: cfg.capacity,
+                window,
+            }),
             keys,
             enforce: cfg.enforce,
             needs,
@@ -147,14 +137,7 @@ impl RateLimit {
 
     pub fn run(&self, cx: &mut Cx<'_, '_>) -> Result<Flow, Fail> {
         let key = self.key(cx)?;
-        let verdict = LIMITERS.with(|l| {
-            l.borrow_mut().entry(self.id).or_default().hit(
-                &key,
-                self.capacity,
-                self.window,
-                Instant::now(),
-            )
-        });
+        let verdict = self.buckets.hit(&key, Instant::now());
         let limited = verdict.is_some();
         cx.result("rate_limit", || {
             cel::map([
@@ -178,80 +161,5 @@ impl RateLimit {
             cx.out,
         );
         Ok(Flow::Done)
-    }
-}
-
-thread_local! {
-    static LIMITERS: RefCell<HashMap<u64, Limiter>> = RefCell::new(HashMap::new());
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Window {
-    index: u64,
-    current: u64,
-    previous: u64,
-}
-
-/// The windows of one rate-limit action on this worker.
-#[derive(Debug, Default)]
-pub struct Limiter {
-    windows: HashMap<String, Window>,
-    sweep_at: usize,
-}
-
-impl Limiter {
-    /// Counts a request for `key` at `now`. `Some(seconds)`: over the
-    /// limit, retry after that long.
-    pub fn hit(&mut self, key: &str, capacity: u64, window: Duration, now: Instant) -> Option<u64> {
-        let w = window.as_nanos().max(1);
-        let t = now.saturating_duration_since(epoch()).as_nanos();
-        let index = (t / w) as u64;
-        let into = (t % w) as f64 / w as f64;
-        if self.windows.len() >= self.sweep_at.max(1024) {
-            self.windows.retain(|_, e| e.index + 1 >= index);
-            self.sweep_at = self.windows.len() * 2;
-        }
-        let e = match self.windows.get_mut(key) {
-            Some(e) => e,
-            None => self.windows.entry(key.to_owned()).or_insert(Window {
-                index,
-                current: 0,
-                previous: 0,
-            }),
-        };
-        if e.index != index {
-            e.previous = if e.index + 1 == index { e.current } else { 0 };
-            e.current = 0;
-            e.index = index;
-        }
-        let estimate = e.previous as f64 * (1.0 - into) + e.current as f64;
-        if estimate + 1.0 > capacity as f64 {
-            let left = window.as_secs_f64() * (1.0 - into);
-            return Some(left.ceil().max(1.0) as u64);
-        }
-        e.current += 1;
-        None
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sliding_window_counts_and_recovers() {
-        let mut l = Limiter::default();
-        let w = Duration::from_secs(60);
-        let t0 = epoch() + Duration::from_secs(6000);
-        assert_eq!(l.hit("k", 2, w, t0), None);
-        assert_eq!(l.hit("k", 2, w, t0), None);
-        let r = l.hit("k", 2, w, t0).expect("limited");
-        assert!((1..=60).contains(&r), "{r}");
-        // Another key is independent.
-        assert_eq!(l.hit("j", 2, w, t0), None);
-        // Late in the next window the previous count has mostly faded.
-        assert_eq!(l.hit("k", 2, w, t0 + Duration::from_secs(115)), None);
-        // Two windows later, all forgotten.
-        assert_eq!(l.hit("k", 2, w, t0 + Duration::from_secs(300)), None);
     }
 }
