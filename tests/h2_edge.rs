@@ -214,23 +214,7 @@ fn many_concurrent_streams_with_h2load() {
 
 // ------------------------------------------------------------ reset storm
 
-/// One HTTP/2 frame.
-fn h2_frame(ty: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-    let len = payload.len() as u32;
-    let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, ty, flags];
-    f.extend_from_slice(&stream.to_be_bytes());
-    f.extend_from_slice(payload);
-    f
-}
-
-/// HEADERS (END_STREAM | END_HEADERS) for GET https://{authority}/ with a
-/// minimal HPACK block: indexed :method GET, :scheme https, :path /, and a
-/// literal :authority.
-fn h2_get(stream: u32, authority: &str) -> Vec<u8> {
-    let mut block = vec![0x82, 0x87, 0x84, 0x01, authority.len() as u8];
-    block.extend_from_slice(authority.as_bytes());
-    h2_frame(0x1, 0x5, stream, &block)
-}
+use common::h2raw::{frame as h2_frame, get as h2_get};
 
 #[test]
 fn rapid_reset_storm_over_tls_gets_goaway_and_the_edge_keeps_serving() {

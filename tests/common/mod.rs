@@ -3,6 +3,7 @@
 //! - `edge`: spawns `ringress edge` in a tempdir and owns its lifetime.
 //! - `upstream`: a std-thread upstream that records what the edge forwarded.
 //! - `client`: a raw-socket HTTP/1.1 client.
+//! - `h2raw`: raw HTTP/2 frames over TLS for hostile-client tests.
 //! - `oidc`: a real OpenID provider (npm oidc-provider) for login tests.
 //!
 //! Everything binds or connects to 127.0.0.1 only, and every wait is bounded.
@@ -11,6 +12,7 @@
 pub mod agent;
 pub mod client;
 pub mod edge;
+pub mod h2raw;
 pub mod oidc;
 pub mod pebble;
 pub mod tls;
