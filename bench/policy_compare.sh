@@ -20,6 +20,10 @@
 #       ringress-basicauth   basic-auth with one credential (the one wrk sends)
 #       ringress-ratelimit   rate-limit, sliding_window, capacity 2e9 per 60s (never
 #                            limits: measures the bookkeeping), bucket_key conn.client_ip
+#       ringress-ratelimit-base  (not in the default set) the same rate-limit policy on
+#                            the binary at RINGRESS_BASE_BIN, e.g. one built from the
+#                            commit before issue 11's shared buckets (per-worker buckets):
+#                            the cost of exact per-edge counting, old against new
 #       ringress-3static     (not in the default set) the 3 rules without rule 2's
 #                            expression: x-b is added to every request. Tells the CEL
 #                            expression's share of ringress-3rules' cost apart.
@@ -46,6 +50,7 @@
 #                               subset and order (a ratio needs both of its systems);
 #                               add ringress-3static for the expression's share
 #   MICRO=1                     build and run `cargo bench --bench policy` (0: skip)
+#   RINGRESS_BASE_BIN=path      the binary for ringress-ratelimit-base
 #   RINGRESS_LOG_LEVEL=info     --log-level for ringress (nothing per request at info;
 #                               readiness is read from the info lines, so info or finer)
 #   KEEP_WORK=1                 keep the temporary directory (configs, logs, raw output)
@@ -63,7 +68,7 @@ SERVER_CPU=${SERVER_CPU:-1}
 CLIENT_CPU=${CLIENT_CPU:-0}
 ALL_SYSTEMS="ringress-none ringress-3rules ringress-basicauth ringress-ratelimit nginx-none nginx-3headers"
 SYSTEMS=${SYSTEMS:-$ALL_SYSTEMS}
-KNOWN_SYSTEMS="$ALL_SYSTEMS ringress-3static"
+KNOWN_SYSTEMS="$ALL_SYSTEMS ringress-3static ringress-ratelimit-base"
 MICRO=${MICRO:-1}
 RINGRESS_LOG_LEVEL=${RINGRESS_LOG_LEVEL:-info}
 KEEP_WORK=${KEEP_WORK:-0}
@@ -108,6 +113,13 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 RESULTS_DIR=$ROOT/bench/results
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 RINGRESS_BIN=$TARGET_DIR/release/ringress
+RINGRESS_BASE_BIN=${RINGRESS_BASE_BIN:-}
+if has ringress-ratelimit-base; then
+    [[ -x $RINGRESS_BASE_BIN ]] || die "ringress-ratelimit-base needs RINGRESS_BASE_BIN=<a ringress binary> (got '$RINGRESS_BASE_BIN')"
+fi
+bin_of() { # SYSTEM: the ringress binary it runs
+    if [[ $1 == ringress-ratelimit-base ]]; then echo "$RINGRESS_BASE_BIN"; else echo "$RINGRESS_BIN"; fi
+}
 CLK_TCK=$(getconf CLK_TCK)
 
 for cmd in nginx wrk taskset ss curl timeout getconf base64 cargo; do
@@ -146,6 +158,7 @@ fi
 GIT_STATE="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo 'no commit') ($(git -C "$ROOT" status --porcelain --untracked-files=no 2>/dev/null | wc -l) modified tracked files: $(git -C "$ROOT" status --porcelain --untracked-files=no 2>/dev/null | awk '{ print $2 }' | tr '\n' ' '))"
 BIN_STATE=-
 ((has_ringress)) && BIN_STATE="$(sha256sum "$RINGRESS_BIN" | cut -c1-16) built $(date -u -r "$RINGRESS_BIN" '+%Y-%m-%dT%H:%M:%SZ')"
+has ringress-ratelimit-base && BIN_STATE="$BIN_STATE; base $RINGRESS_BASE_BIN $(sha256sum "$RINGRESS_BASE_BIN" | cut -c1-16)"
 
 # ---------------------------------------------------------------------------------------
 # Configs
@@ -290,6 +303,7 @@ EOF
 for s in "${SYS[@]}"; do
     case $s in
     ringress-none) ringress_conf "${PORT[$s]}" "" >"$WORK/$s.toml" ;;
+    ringress-ratelimit-base) ringress_conf "${PORT[$s]}" "$WORK/policy-ratelimit.yml" >"$WORK/$s.toml" ;;
     ringress-*) ringress_conf "${PORT[$s]}" "$WORK/policy-${s#ringress-}.yml" >"$WORK/$s.toml" ;;
     nginx-none | nginx-3headers)
         mkdir -p "$WORK/$s"
@@ -297,7 +311,7 @@ for s in "${SYS[@]}"; do
         ;;
     esac
     if [[ $s == ringress-* ]]; then
-        "$RINGRESS_BIN" edge --config "$WORK/$s.toml" --check >"$WORK/check-$s.log" 2>&1 ||
+        "$(bin_of "$s")" edge --config "$WORK/$s.toml" --check >"$WORK/check-$s.log" 2>&1 ||
             { cat "$WORK/check-$s.log" >&2; die "ringress rejected the $s config ($WORK/$s.toml)"; }
     else
         nginx -t -q -e "$WORK/$s/error.log" -p "$WORK/$s" -c "$WORK/$s/nginx.conf" >"$WORK/check-$s.log" 2>&1 ||
@@ -332,7 +346,7 @@ wait_listening "$ECHO_PORT" "$UP_PID" upstream
 
 for s in "${SYS[@]}"; do
     if [[ $s == ringress-* ]]; then
-        start "$s" env -u RUST_LOG "$RINGRESS_BIN" edge --config "$WORK/$s.toml" --log-level "$RINGRESS_LOG_LEVEL"
+        start "$s" env -u RUST_LOG "$(bin_of "$s")" edge --config "$WORK/$s.toml" --log-level "$RINGRESS_LOG_LEVEL"
     else
         start "$s" nginx -e "$WORK/$s/error.log" -p "$WORK/$s" -c "$WORK/$s/nginx.conf"
     fi
@@ -512,6 +526,7 @@ done
 # Ratio rows for the pairs whose both systems ran: "numerator denominator".
 PAIRS=()
 for p in "ringress-3rules ringress-none" "ringress-basicauth ringress-none" "ringress-ratelimit ringress-none" \
+    "ringress-ratelimit ringress-ratelimit-base" "ringress-ratelimit-base ringress-none" \
     "ringress-3static ringress-none" "ringress-3rules ringress-3static" "nginx-3headers nginx-none" "ringress-none nginx-none" "ringress-3rules nginx-3headers"; do
     read -r x y <<<"$p"
     has "$x" && has "$y" && PAIRS+=("$p")
