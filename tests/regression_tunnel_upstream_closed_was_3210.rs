@@ -48,6 +48,15 @@ fn agent_upstream_closing_unanswered_is_3004_through_the_relay() {
         ],
     );
     assert_all_3004(&edge, "relayed-closes.ringress.localhost", 30);
+    // With a body: the head leaves before the body, and the end is seen
+    // while reading the response head.
+    for i in 0..10 {
+        let r = send_request(
+            edge.addr(),
+            format!("POST /closed-post/{i} HTTP/1.1\r\nHost: relayed-closes.ringress.localhost\r\nContent-Length: 5\r\n\r\nhello"),
+        );
+        assert_edge_error(&r, 502, "ERR_NGROK_3004");
+    }
     // The relay still serves a healthy agent afterwards.
     let (_ok_agent, _) = Agent::start(
         &edge,

@@ -228,6 +228,10 @@ pub async fn read_response_head(
         match r {
             Ok(n) if n > 0 => {}
             Err(IoFail::TimedOut) => return Err(EdgeError::UPSTREAM_TIMEOUT),
+            // Nothing received (a request whose body was sent after the
+            // head): a relayed stream that was never opened is still 3210.
+            Ok(_) if ubuf.is_empty() => return Err(up.stream.unanswered(false)),
+            Err(IoFail::Io(_)) if ubuf.is_empty() => return Err(up.stream.unanswered(true)),
             _ => return Err(EdgeError::UPSTREAM_INVALID),
         }
     }
