@@ -99,8 +99,8 @@ fn assert_ended(name: &str, o: &Outcome, budget: usize) {
         "{name}: the edge did not end the connection: {o:?}"
     );
     assert!(
-        o.sent < budget,
-        "{name}: the whole flood was accepted: {o:?}"
+        o.sent < budget && !o.write_blocked,
+        "{name}: the flood was not cut: {o:?}"
     );
     assert!(o.elapsed < Duration::from_secs(30), "{name}: {o:?}");
 }
@@ -198,8 +198,10 @@ fn rapid_reset_on_four_connections_at_once_is_cut() {
             o.goaway == Some(0xb) || o.closed || o.write_failed,
             "rapid reset not cut: {o:?}"
         );
-        // 100 pairs per write: cut within the first few hundred streams.
-        assert!(o.sent < 4 << 20, "{o:?}");
+        // Cut long before the budget (what was written includes the
+        // kernel's socket buffers on both sides, several MB on loopback).
+        assert!(o.sent < 32 << 20 && !o.write_blocked, "{o:?}");
+        assert!(o.elapsed < Duration::from_secs(15), "{o:?}");
     }
 }
 
