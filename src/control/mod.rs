@@ -2,4 +2,5 @@
 //! ([`url_rules`]), domain ownership ([`domains`]). Never on a worker's
 //! request path except through immutable, published snapshots.
 
+pub mod domains;
 pub mod url_rules;
