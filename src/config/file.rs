@@ -239,6 +239,14 @@ fn validate(file: FileConfig, mode: LoadMode) -> Result<EdgeConfig, ConfigError>
                     reason: format!("{b:?} is not a domain name"),
                 });
             }
+            crate::control::url_rules::check_domain(
+                &b,
+                crate::control::url_rules::DomainUse::Reservation,
+            )
+            .map_err(|e| ConfigError::Field {
+                field: "tunnel.base_domain".into(),
+                reason: format!("{} ({})", e.message, e.error_code()),
+            })?;
             Some(b)
         }
         None => mode.dev.then(|| super::DEV_BASE_DOMAIN.to_owned()),
@@ -524,6 +532,20 @@ traffic_policy = { on_http_request = [ { actions = [ { type = "custom-response",
     }
 
     #[test]
+    fn reserved_domains_and_cname_base() {
+        let c = parse_str(
+            "[tunnel]\nbase_domain = \"tunnel.example.com\"\nreserved_domains = [\"App.Example.com\", \"*.apps.example.com\"]\n",
+        )
+        .expect("valid");
+        assert!(c.tunnel.reserved_domains.covers("app.example.com"));
+        assert!(c.tunnel.reserved_domains.covers("x.apps.example.com"));
+        assert_eq!(c.tunnel.cname_base.as_deref(), Some("tunnel.example.com"));
+        let c = parse_str("[tunnel]\ncname_base = \"cname.example.net\"\n").expect("valid");
+        assert_eq!(c.tunnel.cname_base.as_deref(), Some("cname.example.net"));
+        assert!(c.tunnel.reserved_domains.is_empty());
+    }
+
+    #[test]
     fn errors_name_the_problem() {
         let cases = [
             ("workers = 0", "workers"),
@@ -540,6 +562,17 @@ traffic_policy = { on_http_request = [ { actions = [ { type = "custom-response",
             ),
             ("[limits]\nmax_head_bytes = 0", "max_head_bytes"),
             ("workers = ", "TOML"),
+            (
+                "[tunnel]\nreserved_domains = [\"app.*.example.com\"]",
+                "tunnel.reserved_domains",
+            ),
+            ("[tunnel]\nreserved_domains = [\"\"]", "ERR_NGROK_406"),
+            ("[tunnel]\ncname_base = \"a..b\"", "tunnel.cname_base"),
+            ("[tunnel]\nbase_domain = \"a_b.example.com\"", "ERR_NGROK_438"),
+            (
+                "[[endpoints]]\nurl = \"http://a.example.com:81\"\nupstream = \"http://127.0.0.1:1\"",
+                "ERR_NGROK_9035",
+            ),
         ];
         for (text, needle) in cases {
             let e = parse_str(text).expect_err(text).to_string();
