@@ -18,8 +18,9 @@ use hyper_util::rt::TokioExecutor;
 use serde_json::{json, Map, Value};
 use thiserror::Error;
 
-/// Where the edge's REST API listens by default (`[listen] api`).
-pub const DEFAULT_API_URL: &str = "http://127.0.0.1:4041";
+/// Where `ringress api` looks for the edge's REST API by default: loopback,
+/// next to the tunnel port 4443 (4040/4041 are agents' local inspectors).
+pub const DEFAULT_API_URL: &str = "http://127.0.0.1:4444";
 
 /// How long one request may take, connect included.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
