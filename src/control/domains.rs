@@ -10,7 +10,10 @@
 
 use std::collections::BTreeSet;
 
-use super::url_rules::{check_domain, check_public_suffix, is_strictly_under, DomainUse, UrlError};
+use super::url_rules::{
+    check_domain, check_public_suffix, is_strictly_under, parse_bindings, validate_url, Binding,
+    DomainUse, EdgeUrls, EndpointUrl, Origin, UrlError,
+};
 
 /// Reserved domains: exact names and wildcards (`*.example.com` covers
 /// every name below `example.com`, at any depth, and the wildcard
@@ -198,6 +201,54 @@ impl Ownership<'_> {
             format!("You must reserve a custom hostname before it can be used to create endpoints. Failed to create an endpoint with the domain `{host}`. Reserve it with `ringress api reserved-domains create --domain {host}` or in [tunnel] reserved_domains."),
         ))
     }
+}
+
+impl Ownership<'_> {
+    /// The whole check for a public host: [`Ownership::authorize`], and
+    /// before it, for a named host that no reservation covers and that is
+    /// not under a base domain, the public-suffix rule (when `edge`
+    /// enforces it), so `app.example.doesnotexist` gets `ERR_NGROK_331`.
+    pub fn authorize_public(
+        &self,
+        host: &str,
+        source: HostSource,
+        edge: &EdgeUrls,
+    ) -> Result<(), UrlError> {
+        if edge.public_suffix_rule
+            && source != HostSource::Random
+            && !self.reserved.covers(host)
+            && !edge.under_base_domain(host)
+        {
+            check_public_suffix(host, DomainUse::Endpoint)?;
+        }
+        self.authorize(host, source)
+    }
+}
+
+/// A cloud endpoint's URL for the REST API (`POST`/`PATCH /endpoints`):
+/// the shared URL rules with origin `Cloud` (`ERR_NGROK_249` when
+/// malformed, scheme and host required), `bindings` as the API gives them,
+/// then domain ownership as at Bind for a public host.
+pub fn check_cloud_endpoint(
+    url: &str,
+    bindings: &[String],
+    edge: &EdgeUrls,
+    ownership: &Ownership<'_>,
+) -> Result<EndpointUrl, UrlError> {
+    let binding = parse_bindings(bindings)?;
+    let u = validate_url(
+        url,
+        binding,
+        Origin::Cloud,
+        &EdgeUrls {
+            public_suffix_rule: false,
+            ..edge.clone()
+        },
+    )?;
+    if let (Some(host), Binding::Public) = (&u.host, u.binding) {
+        ownership.authorize_public(host, HostSource::Named, edge)?;
+    }
+    Ok(u)
 }
 
 /// The rules for new reserved-domain records (the API's
@@ -391,6 +442,37 @@ mod tests {
         assert!(e.message.contains("try `a-b.tunnel.example.com`"), "{e}");
         let dev = Ownership { dev: true, ..prod };
         assert_eq!(dev.authorize("anything.test", HostSource::Named), Ok(()));
+    }
+
+    #[test]
+    fn cloud_endpoints() {
+        let bases = vec!["tunnel.example.com".to_owned()];
+        let reserved = set(&["app.example.com", "app.corp"]);
+        let own = Ownership {
+            dev: false,
+            base_domains: &bases,
+            reserved: &reserved,
+        };
+        let edge = EdgeUrls::production(bases.clone());
+        let code = |url: &str, b: &[&str]| {
+            let b: Vec<String> = b.iter().map(|s| s.to_string()).collect();
+            check_cloud_endpoint(url, &b, &edge, &own)
+                .map(|_| ())
+                .map_err(|e| e.code)
+        };
+        assert_eq!(code("https://app.example.com", &[]), Ok(()));
+        // Reserved by the operator: no public-suffix rule.
+        assert_eq!(code("https://app.corp", &[]), Ok(()));
+        assert_eq!(code("https://api.internal", &["internal"]), Ok(()));
+        assert_eq!(code("https://api.internal", &[]), Ok(()));
+        assert_eq!(code("https://", &[]), Err(249));
+        assert_eq!(code("app.example.com", &[]), Err(249));
+        assert_eq!(code("https://other.example.com", &[]), Err(319));
+        assert_eq!(code("https://x.example.nosuchtld", &[]), Err(331));
+        assert_eq!(
+            code("https://app.example.com", &["public", "internal"]),
+            Err(15005)
+        );
     }
 
     #[test]

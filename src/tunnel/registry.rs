@@ -19,10 +19,11 @@ use super::messages::{
     self, ngrok_error, Auth, AuthResp, AuthRespExtra, Bind, BindResp, BindRespExtra, ErrorResp,
     HttpOpts,
 };
-use crate::control::domains::{DomainPolicy, HostSource, Ownership, ReservedDomains};
+use crate::control::domains::{
+    check_cloud_endpoint, DomainPolicy, HostSource, Ownership, ReservedDomains,
+};
 use crate::control::url_rules::{
-    self, check_public_suffix, parse_bindings, validate_url, DomainUse, EdgeUrls, EndpointUrl,
-    Origin, UrlError,
+    self, parse_bindings, validate_url, EdgeUrls, EndpointUrl, Origin, UrlError,
 };
 use crate::policy::{legacy, CompiledPolicy, TrafficPolicy};
 use crate::route::{Binding, Endpoint, Member, RouteTable, Scheme, TunnelTarget};
@@ -222,20 +223,22 @@ impl Registry {
     }
 
     /// Checks a cloud endpoint's URL for the API: the shared rules with
-    /// origin `Cloud`, then domain ownership as at Bind.
+    /// origin `Cloud`, then domain ownership as at Bind (see
+    /// [`check_cloud_endpoint`]).
     pub fn check_cloud_url(&self, url: &str, bindings: &[String]) -> Result<EndpointUrl, UrlError> {
-        let binding = parse_bindings(bindings)?;
-        let edge = self.edge_urls();
-        let u = validate_url(url, binding, Origin::Cloud, &edge)?;
-        if let (Some(host), url_rules::Binding::Public) = (&u.host, u.binding) {
-            self.authorize_host(host, HostSource::Named, &edge)?;
-        }
-        Ok(u)
+        let reserved = self.domains.load();
+        let bases: Vec<String> = self.cfg.base_domain.iter().cloned().collect();
+        let own = Ownership {
+            dev: self.cfg.dev,
+            base_domains: &bases,
+            reserved: &reserved,
+        };
+        check_cloud_endpoint(url, bindings, &self.edge_urls(), &own)
     }
 
     /// Domain ownership for a public host (production: random names,
-    /// reserved domains; `--dev`: anything), then, for a host no
-    /// reservation covers, the public-suffix rule.
+    /// reserved domains; `--dev`: anything), with the public-suffix rule
+    /// for hosts no reservation covers.
     fn authorize_host(
         &self,
         host: &str,
@@ -249,14 +252,7 @@ impl Registry {
             base_domains: &bases,
             reserved: &reserved,
         };
-        if edge.public_suffix_rule
-            && source != HostSource::Random
-            && !reserved.covers(host)
-            && !edge.under_base_domain(host)
-        {
-            check_public_suffix(host, DomainUse::Endpoint)?;
-        }
-        own.authorize(host, source)
+        own.authorize_public(host, source, edge)
     }
 
     /// The URL a Bind asks for: `Opts.URL`, else `Domain`, `Hostname`,
