@@ -144,3 +144,71 @@ fn production_edge_serves_reserved_and_random_names() {
     assert!(host.ends_with(".tunnel.example.com"), "{url}");
     assert_eq!(get(p.edge.addr(), &host, "/").status, 200);
 }
+
+/// The official ngrok Python SDK (PyPI `ngrok`, see tests/sdk_python.rs)
+/// meets the same rule: the Bind error reaches it with ngrok's code.
+fn sdk_available() -> bool {
+    let ok = Command::new("python3")
+        .args(["-c", "import ngrok"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        let msg = "the ngrok Python SDK is not installed; scripts/test.sh installs it";
+        assert!(std::env::var_os("CI").is_none(), "{msg}; CI is set");
+        eprintln!("SKIPPED: {msg}");
+    }
+    ok
+}
+
+fn sdk_command(p: &Prod, domain: &str, port: u16) -> Command {
+    let mut cmd = Command::new("python3");
+    cmd.arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk/forward.py"))
+        .args([
+            "--server-addr",
+            &format!("localhost:{}", p.edge.listener_addr("tunnel").port()),
+        ])
+        .arg("--root-cas")
+        .arg(&p.ca)
+        .args(["--authtoken", "secret", "--domain", domain])
+        .args(["--port", &port.to_string()]);
+    cmd
+}
+
+#[test]
+fn python_sdk_gets_the_ownership_codes() {
+    if !sdk_available() {
+        return;
+    }
+    let p = production_edge();
+    let up = Upstream::start(Behaviour::Echo);
+    let out = run_command(
+        sdk_command(&p, "nope.example.com", up.addr().port()),
+        Duration::from_secs(30),
+    );
+    assert_ne!(out.status.code(), Some(0), "{}", out.stdout);
+    assert!(out.stderr.contains("ERR_NGROK_319"), "{}", out.stderr);
+
+    // A reserved name works: the SDK prints its URL and serves.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut child = sdk_command(&p, "sdk.apps.example.com", up.addr().port())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::fs::File::create(dir.path().join("out")).expect("out"))
+        .stderr(std::fs::File::create(dir.path().join("err")).expect("err"))
+        .spawn()
+        .expect("spawn python3");
+    let ok = wait_until(Duration::from_secs(20), || {
+        std::fs::read_to_string(dir.path().join("out")).is_ok_and(|o| o.contains("://"))
+    });
+    let printed = std::fs::read_to_string(dir.path().join("out")).unwrap_or_default();
+    let err = std::fs::read_to_string(dir.path().join("err")).unwrap_or_default();
+    drop(child.stdin.take());
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(ok, "no URL; stderr:\n{err}");
+    assert!(
+        printed.contains("https://sdk.apps.example.com"),
+        "{printed}"
+    );
+}
