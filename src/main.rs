@@ -40,6 +40,7 @@ fn main() -> std::process::ExitCode {
         })
         .map_err(|e| e.to_string()),
         Command::Http(args) => ringress::agent::cli::http(args).map_err(|e| e.to_string()),
+        Command::Api(args) => ringress::cli::api::run(args).map_err(|e| e.to_string()),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+pub mod api;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "ringress",
@@ -36,6 +38,8 @@ pub enum Command {
     Edge(EdgeArgs),
     /// Expose a local service through an edge: `ringress http 8080`.
     Http(HttpArgs),
+    /// Call the edge's REST API: `ringress api endpoints list`.
+    Api(api::ApiArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -230,6 +230,8 @@ pub fn run(opts: EdgeOptions) -> Result<(), EdgeError> {
         workers: cfg.workers,
         http_port: http_addr.port(),
         https_port: https_addr.map(|a| a.port()),
+        reserved_domains: cfg.tunnel.reserved_domains.clone(),
+        cname_base: cfg.tunnel.cname_base.clone(),
     }));
     let (relays, relay_rxs) = relay_channels(cfg.workers);
     let store = Arc::new(SnapshotStore::new(first));
