@@ -6,4 +6,6 @@
 //! called from a worker's request path.
 
 pub mod api;
+pub mod plane;
+pub mod records;
 pub mod store;

@@ -18,7 +18,9 @@ use tracing::{error, info, warn};
 use super::snapshot::{Snapshot, SnapshotStore, TlsMaterial};
 use super::worker::{self, DriverKind, Shared, WorkerSpec};
 use crate::config::{self, ConfigError, EdgeConfig};
-use crate::control::api::{ApiAuth, ApiServer, Mount, Routes};
+use crate::control::api::{ApiAuth, ApiServer, KeyCheck, Mount, Routes};
+use crate::control::plane::{CloudState, Plane, PlaneConfig, Publisher};
+use crate::control::store::{store_path, RedbStore};
 use crate::tls::acme::{AcmeHandle, AcmeSettings, Challenges, IssuedCert};
 use crate::tls::local_ca::LocalCa;
 use crate::tunnel::registry::{Registry, RegistryConfig};
@@ -55,6 +57,89 @@ enum ControlEvent {
     Signal(i32),
     /// A certificate loaded or issued by the ACME manager.
     Certificate(Box<IssuedCert>),
+    /// The store's cloud state changed (an API write): publish it, then
+    /// say whether the snapshot could be built.
+    Cloud(Box<CloudState>, std::sync::mpsc::Sender<Result<(), String>>),
+}
+
+/// Hands API changes to the control thread and waits for the verdict.
+struct EdgePublisher {
+    events: std::sync::Mutex<std::sync::mpsc::Sender<ControlEvent>>,
+}
+
+impl Publisher for EdgePublisher {
+    fn apply(&self, state: CloudState) -> Result<(), String> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .send(ControlEvent::Cloud(Box::new(state), tx))
+            .map_err(|_| "the edge is stopping".to_owned())?;
+        rx.recv_timeout(Duration::from_secs(30))
+            .map_err(|_| "the control thread did not answer".to_owned())?
+    }
+}
+
+/// Lets the API check keys against the plane.
+struct PlaneKeys(Arc<Plane>);
+
+impl KeyCheck for PlaneKeys {
+    fn is_valid(&self, secret: &str) -> bool {
+        self.0.key_is_valid(secret)
+    }
+}
+
+/// How long start-up waits for a store another process still holds (an
+/// upgrade's old process closes it first).
+const STORE_OPEN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Opens the store and the plane when the API is enabled; under `--dev`
+/// the first start prints a bootstrap API key once.
+fn open_plane(cfg: &EdgeConfig) -> Result<Option<Arc<Plane>>, EdgeError> {
+    if cfg.listen.api.is_none() {
+        return Ok(None);
+    }
+    let path = store_path(&cfg.data_dir);
+    let store = RedbStore::open_with_retry(&path, STORE_OPEN_TIMEOUT)
+        .map_err(|e| EdgeError::Api(e.to_string()))?;
+    restrict_mode(&path);
+    let plane = Plane::new(
+        Arc::new(store),
+        PlaneConfig {
+            dev: cfg.dev,
+            base_domain: cfg.tunnel.base_domain.clone(),
+            acme: cfg.tls.acme.is_some(),
+        },
+    )
+    .map_err(|e| EdgeError::Api(e.to_string()))?;
+    plane.set_config_urls(
+        cfg.endpoints
+            .iter()
+            .map(|e| e.url.original.clone())
+            .collect(),
+    );
+    if !plane.has_api_keys() {
+        if cfg.dev {
+            let (rec, token) = plane
+                .create_api_key("bootstrap key (first --dev start)", "")
+                .map_err(|e| EdgeError::Api(e.to_string()))?;
+            info!(id = %rec.id, "created the bootstrap API key (shown once)");
+            eprintln!("ringress: bootstrap API key (shown once, keep it): {token}");
+        } else {
+            warn!(
+                "the API has no key yet: create one with `ringress api-key create --data-dir {}`",
+                cfg.data_dir.display()
+            );
+        }
+    }
+    info!(path = %path.display(), "store open");
+    Ok(Some(plane))
+}
+
+/// The store holds keys and token digests: owner-only.
+fn restrict_mode(path: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
 }
 
 /// Starts the ACME manager when the config asks for it.
@@ -239,6 +324,10 @@ pub fn run(opts: EdgeOptions) -> Result<(), EdgeError> {
         info!("dev CA: {} (curl --cacert {0})", ca.pem_path().display());
         material.local_ca = Some(Arc::new(ca));
     }
+    let plane = if opts.check { None } else { open_plane(&cfg)? };
+    if let Some(plane) = &plane {
+        material.set_cloud(plane.cloud_state().map_err(EdgeError::Api)?);
+    }
     let first = Snapshot::build(&cfg, 1, &material)?;
     if opts.check {
         info!(endpoints = cfg.endpoints.len(), "config is valid");
@@ -297,6 +386,13 @@ pub fn run(opts: EdgeOptions) -> Result<(), EdgeError> {
     let (relays, relay_rxs) = relay_channels(cfg.workers);
     let store = Arc::new(SnapshotStore::new(first));
     registry.set_config_store(store.clone());
+    if let Some(plane) = &plane {
+        registry.set_token_check(plane.clone());
+        plane.set_registry(registry.clone());
+        plane.set_publisher(Arc::new(EdgePublisher {
+            events: std::sync::Mutex::new(events_tx.clone()),
+        }));
+    }
     let shared = Arc::new(Shared {
         store,
         stopping: AtomicBool::new(false),
@@ -367,11 +463,18 @@ pub fn run(opts: EdgeOptions) -> Result<(), EdgeError> {
     let api = start_api(
         api_listener,
         api_tls,
-        || {
-            (
+        || match &plane {
+            Some(plane) => (
+                Arc::new(crate::control::api::resources::Resources::new(
+                    plane.clone(),
+                    cfg.api.tls.is_some(),
+                )) as Arc<dyn Mount>,
+                ApiAuth::new(Arc::new(PlaneKeys(plane.clone()))),
+            ),
+            None => (
                 Arc::new(crate::control::api::placeholder::NoRoutes) as Arc<dyn Mount>,
                 ApiAuth::new(Arc::new(crate::control::api::placeholder::NoKeys)),
-            )
+            ),
         },
         mounts,
     )?;
@@ -402,6 +505,15 @@ pub fn run(opts: EdgeOptions) -> Result<(), EdgeError> {
                             acme.manage(sorted_domains(&snapshot));
                         }
                         shared.store.publish(snapshot);
+                        if let Some(plane) = &plane {
+                            plane.set_config_urls(
+                                next_cfg
+                                    .endpoints
+                                    .iter()
+                                    .map(|e| e.url.original.clone())
+                                    .collect(),
+                            );
+                        }
                         info!(
                             generation,
                             endpoints = next_cfg.endpoints.len(),
@@ -425,6 +537,29 @@ pub fn run(opts: EdgeOptions) -> Result<(), EdgeError> {
                 }
                 None => info!("SIGUSR1: no [acme] configured, nothing to renew"),
             },
+            ControlEvent::Cloud(state, reply) => {
+                let previous = std::mem::take(&mut material.cloud);
+                let prev_uploaded = std::mem::take(&mut material.uploaded);
+                let prev_acme = std::mem::take(&mut material.reserved_acme);
+                material.set_cloud(*state);
+                generation += 1;
+                match Snapshot::build(&running, generation, &material) {
+                    Ok(snapshot) => {
+                        if let Some(acme) = &acme {
+                            acme.manage(sorted_domains(&snapshot));
+                        }
+                        shared.store.publish(snapshot);
+                        info!(generation, "cloud state published");
+                        let _ = reply.send(Ok(()));
+                    }
+                    Err(e) => {
+                        material.cloud = previous;
+                        material.uploaded = prev_uploaded;
+                        material.reserved_acme = prev_acme;
+                        let _ = reply.send(Err(e.to_string()));
+                    }
+                }
+            }
             ControlEvent::Signal(signal) => {
                 info!(signal, "stopping: draining connections (grace {:?})", grace);
                 break;
@@ -455,6 +590,9 @@ pub fn run(opts: EdgeOptions) -> Result<(), EdgeError> {
     }
     if let Some(acme) = acme {
         acme.shutdown();
+    }
+    if let Some(plane) = &plane {
+        plane.store().close();
     }
     let deadline = Instant::now() + grace + Duration::from_secs(1);
     while handles.iter().any(|h| !h.is_finished()) && Instant::now() < deadline {

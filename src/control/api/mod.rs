@@ -9,6 +9,7 @@ pub mod error;
 pub mod mount;
 pub mod placeholder;
 pub mod request;
+pub mod resources;
 pub mod server;
 
 pub use error::ApiError;
