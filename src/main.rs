@@ -41,6 +41,7 @@ fn main() -> std::process::ExitCode {
         })
         .map_err(|e| e.to_string()),
         Command::Http(args) => ringress::agent::cli::http(args).map_err(|e| e.to_string()),
+        Command::ApiKey(args) => ringress::control::cli::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

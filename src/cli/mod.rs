@@ -36,6 +36,8 @@ pub enum Command {
     Edge(EdgeArgs),
     /// Expose a local service through an edge: `ringress http 8080`.
     Http(HttpArgs),
+    /// Manage the edge's API keys offline: `ringress api-key create`.
+    ApiKey(crate::control::cli::ApiKeyArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

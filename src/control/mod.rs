@@ -6,6 +6,7 @@
 //! called from a worker's request path.
 
 pub mod api;
+pub mod cli;
 pub mod plane;
 pub mod records;
 pub mod store;

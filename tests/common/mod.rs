@@ -9,6 +9,7 @@
 #![allow(dead_code)]
 
 pub mod agent;
+pub mod api;
 pub mod client;
 pub mod edge;
 pub mod oidc;
