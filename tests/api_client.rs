@@ -120,9 +120,21 @@ fn official_client_creates_resources_and_sdk_uses_the_credential() {
         let https = edge.listener_addr("https");
         let via = || {
             let out = Command::new("curl")
-                .args(["-s", "-m", "10", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
+                .args([
+                    "-s",
+                    "-m",
+                    "10",
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_code}",
+                    "--cacert",
+                ])
                 .arg(&ca)
-                .args(["--resolve", &format!("sdk.ringress.localhost:{}:127.0.0.1", https.port())])
+                .args([
+                    "--resolve",
+                    &format!("sdk.ringress.localhost:{}:127.0.0.1", https.port()),
+                ])
                 .arg(format!("https://sdk.ringress.localhost:{}/", https.port()))
                 .output()
                 .expect("curl");
@@ -138,7 +150,10 @@ fn official_client_creates_resources_and_sdk_uses_the_credential() {
         assert_eq!(sessions[0]["credential"]["id"], cred.as_str());
         // And its endpoint, read-only.
         let (_, body) = authed(&base, &key, "GET", "/endpoints", None);
-        assert!(body.contains("\"ephemeral\"") && body.contains("sdk.ringress.localhost"), "{body}");
+        assert!(
+            body.contains("\"ephemeral\"") && body.contains("sdk.ringress.localhost"),
+            "{body}"
+        );
 
         // Revoking the credential closes the session at once.
         let (s, body) = authed(&base, &key, "DELETE", &format!("/credentials/{cred}"), None);
@@ -172,16 +187,28 @@ fn cloud_endpoint_forwards_to_an_internal_one_and_config_reload_keeps_it() {
         "url": "https://api.internal",
         "traffic_policy": "on_http_request:\n  - actions:\n      - type: custom-response\n        config:\n          status_code: 201\n          body: internal answer\n",
     });
-    let (s, body) = authed(&base, &key, "POST", "/endpoints", Some(&internal.to_string()));
+    let (s, body) = authed(
+        &base,
+        &key,
+        "POST",
+        "/endpoints",
+        Some(&internal.to_string()),
+    );
     assert_eq!(s, 201, "{body}");
-    assert!(body.contains("\"bindings\":[]") || body.contains("internal"), "{body}");
+    assert!(
+        body.contains("\"bindings\":[]") || body.contains("internal"),
+        "{body}"
+    );
     let public = serde_json::json!({
         "url": "http://front.ringress.localhost",
         "traffic_policy": "on_http_request:\n  - actions:\n      - type: forward-internal\n        config:\n          url: https://api.internal\n",
     });
     let (s, body) = authed(&base, &key, "POST", "/endpoints", Some(&public.to_string()));
     assert_eq!(s, 201, "{body}");
-    assert_eq!(curl_host(&edge, "front.ringress.localhost"), (201, "internal answer".to_owned()));
+    assert_eq!(
+        curl_host(&edge, "front.ringress.localhost"),
+        (201, "internal answer".to_owned())
+    );
     // .internal endpoints are never reachable directly.
     assert_eq!(curl_host(&edge, "api.internal").0, 404);
     // A SIGHUP reload of the config file keeps the cloud endpoints.
@@ -189,7 +216,10 @@ fn cloud_endpoint_forwards_to_an_internal_one_and_config_reload_keeps_it() {
     edge.sighup();
     assert!(edge.wait_for_log("config reloaded", Duration::from_secs(10)));
     assert_eq!(curl_host(&edge, "cfg.ringress.localhost").1, "cfg");
-    assert_eq!(curl_host(&edge, "front.ringress.localhost").1, "internal answer");
+    assert_eq!(
+        curl_host(&edge, "front.ringress.localhost").1,
+        "internal answer"
+    );
     // The config endpoint is listed read-only and cannot be deleted.
     let (_, body) = authed(&base, &key, "GET", "/endpoints", None);
     let v: serde_json::Value = serde_json::from_str(&body).expect("json");
@@ -201,7 +231,13 @@ fn cloud_endpoint_forwards_to_an_internal_one_and_config_reload_keeps_it() {
         .expect("config endpoint listed")
         .clone();
     assert_eq!(cfg["type"], "config");
-    let (s, body) = authed(&base, &key, "DELETE", &format!("/endpoints/{}", cfg["id"].as_str().expect("id")), None);
+    let (s, body) = authed(
+        &base,
+        &key,
+        "DELETE",
+        &format!("/endpoints/{}", cfg["id"].as_str().expect("id")),
+        None,
+    );
     assert_eq!(s, 400, "{body}");
     // A cloud endpoint on a config endpoint's URL is refused.
     let dup = serde_json::json!({"url": "http://cfg.ringress.localhost", "traffic_policy": internal["traffic_policy"]});

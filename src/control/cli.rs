@@ -52,7 +52,8 @@ pub fn run(args: ApiKeyArgs) -> Result<(), String> {
                 format!("{e} (stop the edge first: the store is one process at a time)")
             })?;
             let store: Arc<dyn Store> = Arc::new(store);
-            let plane = Plane::new(store.clone(), PlaneConfig::default()).map_err(|e| e.to_string())?;
+            let plane =
+                Plane::new(store.clone(), PlaneConfig::default()).map_err(|e| e.to_string())?;
             let (rec, token) = plane
                 .create_api_key(&description, "")
                 .map_err(|e| e.to_string())?;

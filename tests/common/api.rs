@@ -60,8 +60,12 @@ pub fn call(
     for h in headers {
         cmd.args(["-H", h]);
     }
+    // Bodies go through a file: some are larger than an argument may be.
+    let file = tempfile::NamedTempFile::new().expect("body file");
     if let Some(b) = body {
-        cmd.args(["-H", "content-type: application/json", "--data-binary", b]);
+        std::fs::write(file.path(), b).expect("write body");
+        cmd.args(["-H", "content-type: application/json", "--data-binary"])
+            .arg(format!("@{}", file.path().display()));
     }
     cmd.arg(format!("{base}{path}"));
     let out = cmd.output().expect("run curl");
@@ -71,7 +75,13 @@ pub fn call(
 }
 
 /// An authenticated call with `Ngrok-Version: 2`.
-pub fn authed(base: &str, key: &str, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+pub fn authed(
+    base: &str,
+    key: &str,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> (u16, String) {
     let auth = format!("Authorization: Bearer {key}");
     call(base, method, path, &[&auth, "Ngrok-Version: 2"], body)
 }
@@ -82,15 +92,22 @@ pub fn authed(base: &str, key: &str, method: &str, path: &str, body: Option<&str
 pub fn api_client_python() -> Option<PathBuf> {
     let venv = std::env::var_os("RINGRESS_NGROK_API_VENV")
         .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/ringress-ngrok-api-venv")))?;
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .map(|h| PathBuf::from(h).join(".cache/ringress-ngrok-api-venv"))
+        })?;
     let py = venv.join("bin/python");
     let ok = Command::new(&py)
         .args(["-c", "import ngrok; ngrok.Client"])
         .output()
         .is_ok_and(|o| o.status.success());
     if !ok {
-        let msg = "the PyPI ngrok-api client is not installed in its venv; scripts/test.sh creates it";
-        assert!(std::env::var_os("CI").is_none(), "{msg}; CI is set, so this test must not be skipped");
+        let msg =
+            "the PyPI ngrok-api client is not installed in its venv; scripts/test.sh creates it";
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{msg}; CI is set, so this test must not be skipped"
+        );
         eprintln!("SKIPPED: {msg}");
         return None;
     }
