@@ -42,6 +42,7 @@ fn main() -> std::process::ExitCode {
         .map_err(|e| e.to_string()),
         Command::Http(args) => ringress::agent::cli::http(args).map_err(|e| e.to_string()),
         Command::ApiKey(args) => ringress::control::cli::run(args),
+        Command::Api(args) => ringress::cli::api::run(args).map_err(|e| e.to_string()),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+pub mod api;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "ringress",
@@ -38,6 +40,8 @@ pub enum Command {
     Http(HttpArgs),
     /// Manage the edge's API keys offline: `ringress api-key create`.
     ApiKey(crate::control::cli::ApiKeyArgs),
+    /// Call the edge's REST API: `ringress api endpoints list`.
+    Api(api::ApiArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -52,6 +52,11 @@ struct FileTunnel {
     auth_tokens: Vec<String>,
     base_domain: Option<String>,
     reserve_grace: Option<String>,
+    /// Hosts agents may bind on a production edge (besides random names).
+    #[serde(default)]
+    reserved_domains: Vec<String>,
+    /// Zone of reserved domains' CNAME targets (default: the base domain).
+    cname_base: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -245,6 +250,14 @@ fn validate(file: FileConfig, mode: LoadMode) -> Result<EdgeConfig, ConfigError>
                     reason: format!("{b:?} is not a domain name"),
                 });
             }
+            crate::control::url_rules::check_domain(
+                &b,
+                crate::control::url_rules::DomainUse::Reservation,
+            )
+            .map_err(|e| ConfigError::Field {
+                field: "tunnel.base_domain".into(),
+                reason: format!("{} ({})", e.message, e.error_code()),
+            })?;
             Some(b)
         }
         None => mode.dev.then(|| super::DEV_BASE_DOMAIN.to_owned()),
@@ -255,8 +268,38 @@ fn validate(file: FileConfig, mode: LoadMode) -> Result<EdgeConfig, ConfigError>
             reason: "an auth token cannot be empty".into(),
         });
     }
+    let reserved_domains = crate::control::domains::ReservedDomains::from_list(
+        ft.reserved_domains.iter().map(String::as_str),
+    )
+    .map_err(|e| ConfigError::Field {
+        field: "tunnel.reserved_domains".into(),
+        reason: format!("{} ({})", e.message, e.error_code()),
+    })?;
+    let cname_base = match ft.cname_base {
+        Some(c) => {
+            let c = crate::control::domains::normalize(&c);
+            crate::control::url_rules::check_domain(
+                &c,
+                crate::control::url_rules::DomainUse::Reservation,
+            )
+            .map_err(|e| ConfigError::Field {
+                field: "tunnel.cname_base".into(),
+                reason: format!("{} ({})", e.message, e.error_code()),
+            })?;
+            if c.is_empty() || c.contains('*') {
+                return Err(ConfigError::Field {
+                    field: "tunnel.cname_base".into(),
+                    reason: format!("{c:?} is not a domain name"),
+                });
+            }
+            Some(c)
+        }
+        None => base_domain.clone(),
+    };
     let tunnel = TunnelConfig {
         auth_tokens: ft.auth_tokens,
+        reserved_domains,
+        cname_base,
         base_domain,
         reserve_grace: match ft.reserve_grace.as_deref() {
             Some("0s") | Some("0") => Duration::ZERO,
@@ -373,9 +416,18 @@ fn validate(file: FileConfig, mode: LoadMode) -> Result<EdgeConfig, ConfigError>
         }
     };
     let tls = TlsConfig { certificates, acme };
+    // The listener ports count as 80 and 443 for endpoint URLs (an https
+    // endpoint starts the HTTPS listener, so its port is known here).
+    let edge_urls = crate::control::url_rules::EdgeUrls {
+        http_port: http.port(),
+        https_port: Some(https.port()),
+        base_domains: tunnel.base_domain.iter().cloned().collect(),
+        public_suffix_rule: false,
+        serves_tcp_tls: false,
+    };
     let mut endpoints = Vec::with_capacity(file.endpoints.len());
     for e in file.endpoints {
-        let url = EndpointUrl::parse(&e.url)?;
+        let url = EndpointUrl::parse(&e.url, &edge_urls)?;
         let upstream = e
             .upstream
             .as_deref()
@@ -509,6 +561,20 @@ traffic_policy = { on_http_request = [ { actions = [ { type = "custom-response",
     }
 
     #[test]
+    fn reserved_domains_and_cname_base() {
+        let c = parse_str(
+            "[tunnel]\nbase_domain = \"tunnel.example.com\"\nreserved_domains = [\"App.Example.com\", \"*.apps.example.com\"]\n",
+        )
+        .expect("valid");
+        assert!(c.tunnel.reserved_domains.covers("app.example.com"));
+        assert!(c.tunnel.reserved_domains.covers("x.apps.example.com"));
+        assert_eq!(c.tunnel.cname_base.as_deref(), Some("tunnel.example.com"));
+        let c = parse_str("[tunnel]\ncname_base = \"cname.example.net\"\n").expect("valid");
+        assert_eq!(c.tunnel.cname_base.as_deref(), Some("cname.example.net"));
+        assert!(c.tunnel.reserved_domains.is_empty());
+    }
+
+    #[test]
     fn errors_name_the_problem() {
         let cases = [
             ("workers = 0", "workers"),
@@ -525,6 +591,17 @@ traffic_policy = { on_http_request = [ { actions = [ { type = "custom-response",
             ),
             ("[limits]\nmax_head_bytes = 0", "max_head_bytes"),
             ("workers = ", "TOML"),
+            (
+                "[tunnel]\nreserved_domains = [\"app.*.example.com\"]",
+                "tunnel.reserved_domains",
+            ),
+            ("[tunnel]\nreserved_domains = [\"\"]", "ERR_NGROK_406"),
+            ("[tunnel]\ncname_base = \"a..b\"", "tunnel.cname_base"),
+            ("[tunnel]\nbase_domain = \"a_b.example.com\"", "ERR_NGROK_438"),
+            (
+                "[[endpoints]]\nurl = \"http://a.example.com:81\"\nupstream = \"http://127.0.0.1:1\"",
+                "ERR_NGROK_9035",
+            ),
         ];
         for (text, needle) in cases {
             let e = parse_str(text).expect_err(text).to_string();

@@ -66,6 +66,12 @@ pub struct TunnelConfig {
     pub base_domain: Option<String>,
     /// How long a dropped session's URLs stay reserved for its reconnect.
     pub reserve_grace: Duration,
+    /// Domains agents may bind on a production edge, besides random names
+    /// under the base domain (`[tunnel] reserved_domains`).
+    pub reserved_domains: crate::control::domains::ReservedDomains,
+    /// CNAME targets of reserved domains are `<random>.cname.<cname_base>`
+    /// (default: the base domain).
+    pub cname_base: Option<String>,
 }
 
 /// A certificate chain and key from files, for the names it lists.

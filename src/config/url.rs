@@ -1,6 +1,7 @@
 //! Endpoint and upstream URLs as the config writes them.
 
 use super::ConfigError;
+use crate::control::url_rules::{validate_url, Binding, EdgeUrls, Origin, UrlError};
 use crate::route::Scheme;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -9,6 +10,8 @@ pub struct EndpointUrl {
     pub scheme: Scheme,
     /// Lowercase; wildcards keep their `*.` prefix.
     pub host: String,
+    /// `internal` for `.internal` hosts, else `public`.
+    pub binding: Binding,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,45 +48,27 @@ fn split_authority<'a>(rest: &'a str, what: &str) -> Result<(&'a str, Option<u16
     }
 }
 
-fn valid_hostname(host: &str) -> bool {
-    !host.is_empty()
-        && host.len() <= 253
-        && host.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        })
-}
-
 impl EndpointUrl {
-    pub fn parse(url: &str) -> Result<EndpointUrl, ConfigError> {
-        let err = |reason: String| ConfigError::Endpoint {
+    /// Checks a config endpoint URL with the shared rules
+    /// ([`crate::control::url_rules`], origin `Config`): scheme and host
+    /// required, ngrok's port and `.internal` rules, no public-suffix rule
+    /// (the operator's names). `edge` gives the listener ports that count
+    /// as 80 and 443.
+    pub fn parse(url: &str, edge: &EdgeUrls) -> Result<EndpointUrl, ConfigError> {
+        let err = |e: UrlError| ConfigError::Endpoint {
             url: url.to_owned(),
-            reason,
+            reason: format!("{} ({})", e.message, e.error_code()),
         };
-        let (scheme, rest) =
-            split_scheme(url).ok_or_else(|| err("url needs a scheme (http://)".into()))?;
-        let scheme = match scheme.to_ascii_lowercase().as_str() {
-            "http" => Scheme::Http,
-            "https" => Scheme::Https,
-            other => {
-                return Err(err(format!(
-                    "unsupported scheme {other:?} (use http:// or https://)"
-                )))
-            }
+        let v = validate_url(url, None, Origin::Config, edge).map_err(err)?;
+        let (Some(scheme), Some(host)) = (v.scheme.route(), v.host) else {
+            // validate_url refuses both for the config origin.
+            return Err(err(UrlError::new(9034, "Malformed URL: no host.")));
         };
-        let (host, _port) = split_authority(rest, "url").map_err(err)?;
-        let host = host.to_ascii_lowercase();
-        let bare = host.strip_prefix("*.").unwrap_or(&host);
-        if !valid_hostname(bare) {
-            return Err(err(format!("invalid host {host:?}")));
-        }
         Ok(EndpointUrl {
             original: url.to_owned(),
             scheme,
             host,
+            binding: v.binding,
         })
     }
 }
@@ -118,28 +103,51 @@ impl UpstreamUrl {
 mod tests {
     use super::*;
 
+    fn edge() -> EdgeUrls {
+        EdgeUrls {
+            http_port: 8080,
+            https_port: Some(8443),
+            base_domains: vec![],
+            public_suffix_rule: true,
+            serves_tcp_tls: false,
+        }
+    }
+
     #[test]
     fn endpoint_urls() {
-        let u = EndpointUrl::parse("http://App.Example.com").expect("ok");
+        let e = edge();
+        let u = EndpointUrl::parse("http://App.Example.com", &e).expect("ok");
         assert_eq!(u.host, "app.example.com");
+        assert_eq!(u.binding, Binding::Public);
         assert_eq!(
-            EndpointUrl::parse("http://*.example.com/")
+            EndpointUrl::parse("http://*.example.com", &e)
                 .expect("ok")
                 .host,
             "*.example.com"
         );
-        assert!(EndpointUrl::parse("http://app.example.com:8080").is_ok());
-        for bad in [
-            "app.example.com",
-            "ftp://a.b",
-            "http://",
-            "http://a/b",
-            "http://a..b",
-            "http://*",
-            "http://a.*.b",
-            "http://u@a.b",
+        // The listener's own port counts as 80; the operator's names need
+        // no public suffix; .internal is an internal endpoint.
+        assert!(EndpointUrl::parse("http://app.example.com:8080", &e).is_ok());
+        assert!(EndpointUrl::parse("http://app.example.com:80", &e).is_ok());
+        assert!(EndpointUrl::parse("https://app.localhost", &e).is_ok());
+        let i = EndpointUrl::parse("http://api.internal:9999", &e).expect("ok");
+        assert_eq!(i.binding, Binding::Internal);
+        for (bad, code) in [
+            ("app.example.com", "ERR_NGROK_9034"),
+            ("ftp://a.b", "ERR_NGROK_9036"),
+            ("tcp://a.b:1", "ERR_NGROK_9036"),
+            ("http://", "ERR_NGROK_9034"),
+            ("http://a/b", "ERR_NGROK_9037"),
+            ("http://a.b/", "ERR_NGROK_9038"),
+            ("http://a..b", "ERR_NGROK_327"),
+            ("http://*", "ERR_NGROK_403"),
+            ("http://a.*.b", "ERR_NGROK_402"),
+            ("http://u@a.b", "ERR_NGROK_9037"),
+            ("http://app.example.com:81", "ERR_NGROK_9035"),
+            ("http://a_b.example.com", "ERR_NGROK_355"),
         ] {
-            assert!(EndpointUrl::parse(bad).is_err(), "{bad}");
+            let err = EndpointUrl::parse(bad, &e).expect_err(bad).to_string();
+            assert!(err.contains(code), "{bad}: {err}");
         }
     }
 

@@ -1,12 +1,15 @@
-//! The control plane's own state and interface: the store (redb), the REST
-//! API server and its resources, and what they publish to the data plane
-//! (cloud endpoints in the snapshot, credentials at Auth).
+//! The control plane's own state, rules and interface: the store (redb),
+//! the REST API server and its resources, what they publish to the data
+//! plane (cloud endpoints in the snapshot, credentials at Auth), endpoint URL
+//! rules ([`url_rules`]) and domain ownership ([`domains`]).
 //!
 //! Runs on the control plane only (its own thread, tokio allowed); never
-//! called from a worker's request path.
+//! on a worker's request path except through immutable, published snapshots.
 
 pub mod api;
 pub mod cli;
+pub mod domains;
 pub mod plane;
 pub mod records;
 pub mod store;
+pub mod url_rules;

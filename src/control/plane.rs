@@ -230,7 +230,25 @@ impl Plane {
 
     /// Publishes the stored state; on failure undoes `undo` (the write just
     /// made) so that nothing changed.
+    /// Gives Bind the store's reserved domains (ownership).
+    pub fn publish_domains(&self) {
+        let Some(registry) = self.registry.get() else {
+            return;
+        };
+        let names = self.reserved_domain_names();
+        match crate::control::domains::ReservedDomains::from_list(names.iter().map(String::as_str)) {
+            Ok(set) => registry.set_api_reserved_domains(&set),
+            Err(e) => warn!("stored reserved domains unusable: {}", e.message),
+        }
+    }
+
     fn republish(&self, undo: Vec<Write>) -> Result<(), ApiError> {
+        let result = self.republish_inner(undo);
+        self.publish_domains();
+        result
+    }
+
+    fn republish_inner(&self, undo: Vec<Write>) -> Result<(), ApiError> {
         let Some(p) = self.publisher.get() else {
             return Ok(());
         };
@@ -300,7 +318,7 @@ impl Plane {
 
     pub fn create_endpoint(&self, mut rec: EndpointRec) -> Result<EndpointRec, ApiError> {
         let _g = self.lock();
-        rec.url = check_endpoint(&rec)?;
+        rec.url = check_endpoint_with(&rec, self.registry.get())?;
         if self.url_taken(&rec.url, None)? {
             return Err(ApiError::bad_request(
                 334,
@@ -326,7 +344,7 @@ impl Plane {
         let _g = self.lock();
         let mut rec: EndpointRec = self.get(Kind::Endpoints, "endpoint", id)?;
         f(&mut rec);
-        rec.url = check_endpoint(&rec)?;
+        rec.url = check_endpoint_with(&rec, self.registry.get())?;
         if self.url_taken(&rec.url, Some(id))? {
             return Err(ApiError::bad_request(
                 334,
@@ -397,8 +415,22 @@ impl Plane {
 
     pub fn create_domain(&self, mut rec: DomainRec) -> Result<DomainRec, ApiError> {
         let _g = self.lock();
-        rec.domain = check_domain(&rec.domain)?;
         let all: Vec<DomainRec> = self.list(Kind::ReservedDomains)?;
+        match self.registry.get() {
+            Some(registry) => {
+                let existing = registry.reserved_domains();
+                let new = registry
+                    .domain_policy()
+                    .check_new(&rec.domain, &existing, &crate::tunnel::registry::random_hex(6))
+                    .map_err(|e| ApiError::bad_request(e.code, e.message))?;
+                rec.domain = new.domain;
+                rec.cname_target = new.cname_target;
+            }
+            None => {
+                rec.domain = check_domain(&rec.domain)?;
+                rec.cname_target = self.cname_target(&rec.domain);
+            }
+        }
         if all.iter().any(|d| d.domain == rec.domain) {
             return Err(ApiError::bad_request(
                 413,
@@ -406,7 +438,6 @@ impl Plane {
             ));
         }
         self.check_domain_cert(&mut rec)?;
-        rec.cname_target = self.cname_target(&rec.domain);
         rec.id = records::new_id("rd");
         rec.created_at = records::now();
         self.put_published(Kind::ReservedDomains, &rec.id.clone(), &rec)?;
@@ -671,7 +702,17 @@ pub fn domain_covers(domain: &str, host: &str) -> bool {
 
 /// The record as the snapshot builder takes it.
 pub fn endpoint_config(e: &EndpointRec) -> Result<EndpointConfig, String> {
-    let url = EndpointUrl::parse(&e.url).map_err(|x| x.to_string())?;
+    // The URL was checked against the edge's real ports when it was
+    // written; here only its shape is read back.
+    let (_, _, port) = records::url_parts(&e.url);
+    let edge = crate::control::url_rules::EdgeUrls {
+        http_port: port,
+        https_port: Some(port),
+        base_domains: Vec::new(),
+        public_suffix_rule: false,
+        serves_tcp_tls: false,
+    };
+    let url = EndpointUrl::parse(&e.url, &edge).map_err(|x| x.to_string())?;
     let policy = TrafficPolicy::parse(&e.traffic_policy).map_err(|x| x.to_string())?;
     Ok(EndpointConfig {
         url,
@@ -680,7 +721,23 @@ pub fn endpoint_config(e: &EndpointRec) -> Result<EndpointConfig, String> {
     })
 }
 
-/// Validates a cloud endpoint; returns its canonical URL.
+/// Validates a cloud endpoint with the shared URL rules and domain
+/// ownership (`control::url_rules`, `control::domains`, through the
+/// registry that knows the edge's ports and reserved domains), then the
+/// policy; returns its canonical URL.
+fn check_endpoint_with(rec: &EndpointRec, registry: Option<&Arc<Registry>>) -> Result<String, ApiError> {
+    let Some(registry) = registry else {
+        return check_endpoint(rec);
+    };
+    registry
+        .check_cloud_url(rec.url.trim(), &rec.bindings)
+        .map_err(|e| ApiError::bad_request(e.code, e.message))?;
+    check_policy(rec)?;
+    Ok(records::canonical_url(rec.url.trim()))
+}
+
+/// Validates a cloud endpoint (without a registry: unit tests); returns
+/// its canonical URL.
 fn check_endpoint(rec: &EndpointRec) -> Result<String, ApiError> {
     let url = rec.url.trim();
     if url.is_empty() {
@@ -689,7 +746,15 @@ fn check_endpoint(rec: &EndpointRec) -> Result<String, ApiError> {
             "url is required (a full URL, e.g. https://app.example.com).",
         ));
     }
-    let parsed = EndpointUrl::parse(url)
+    let (_, _, p) = records::url_parts(url);
+    let any_port = crate::control::url_rules::EdgeUrls {
+        http_port: p,
+        https_port: Some(p),
+        base_domains: Vec::new(),
+        public_suffix_rule: false,
+        serves_tcp_tls: false,
+    };
+    let parsed = EndpointUrl::parse(url, &any_port)
         .map_err(|e| ApiError::bad_request(249, format!("Invalid endpoint URL: {e}")))?;
     let (_, _, port) = records::url_parts(url);
     let internal = parsed.host.ends_with(".internal");
@@ -734,6 +799,12 @@ fn check_endpoint(rec: &EndpointRec) -> Result<String, ApiError> {
             ));
         }
     }
+    check_policy(rec)?;
+    Ok(records::canonical_url(url))
+}
+
+/// The policy must parse, compile and answer every request.
+fn check_policy(rec: &EndpointRec) -> Result<(), ApiError> {
     if rec.traffic_policy.trim().is_empty() {
         return Err(ApiError::bad_request(
             9026,
@@ -748,7 +819,7 @@ fn check_endpoint(rec: &EndpointRec) -> Result<String, ApiError> {
             "The traffic_policy must end in a terminating action: a cloud endpoint has no upstream, so an on_http_request rule without expressions must run custom-response, deny or forward-internal.",
         ));
     }
-    Ok(records::canonical_url(url))
+    Ok(())
 }
 
 /// Validates a domain name to reserve (lowercased).

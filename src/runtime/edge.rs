@@ -382,6 +382,8 @@ pub fn run(opts: EdgeOptions) -> Result<(), EdgeError> {
         workers: cfg.workers,
         http_port: http_addr.port(),
         https_port: https_addr.map(|a| a.port()),
+        reserved_domains: cfg.tunnel.reserved_domains.clone(),
+        cname_base: cfg.tunnel.cname_base.clone(),
     }));
     let (relays, relay_rxs) = relay_channels(cfg.workers);
     let store = Arc::new(SnapshotStore::new(first));
@@ -389,6 +391,7 @@ pub fn run(opts: EdgeOptions) -> Result<(), EdgeError> {
     if let Some(plane) = &plane {
         registry.set_token_check(plane.clone());
         plane.set_registry(registry.clone());
+        plane.publish_domains();
         plane.set_publisher(Arc::new(EdgePublisher {
             events: std::sync::Mutex::new(events_tx.clone()),
         }));

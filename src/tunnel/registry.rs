@@ -19,8 +19,14 @@ use super::messages::{
     self, ngrok_error, Auth, AuthResp, AuthRespExtra, Bind, BindResp, BindRespExtra, ErrorResp,
     HttpOpts,
 };
+use crate::control::domains::{
+    check_cloud_endpoint, DomainPolicy, HostSource, Ownership, ReservedDomains,
+};
+use crate::control::url_rules::{
+    self, parse_bindings, validate_url, EdgeUrls, EndpointUrl, Origin, UrlError,
+};
 use crate::policy::{legacy, CompiledPolicy, TrafficPolicy};
-use crate::route::{normalize_host, Binding, Endpoint, Member, RouteTable, Scheme, TunnelTarget};
+use crate::route::{Binding, Endpoint, Member, RouteTable, Scheme, TunnelTarget};
 
 pub type SessionId = u64;
 
@@ -39,6 +45,18 @@ pub struct RegistryConfig {
     /// Public listener ports, for the URLs handed to agents.
     pub http_port: u16,
     pub https_port: Option<u16>,
+    /// Domains agents may bind in production besides random names
+    /// (`[tunnel] reserved_domains`); the API's are added at run time.
+    pub reserved_domains: ReservedDomains,
+    /// Zone of reserved domains' CNAME targets.
+    pub cname_base: Option<String>,
+}
+
+/// A Bind's URL after the shared rules, and how its host was named.
+#[derive(Debug, Clone)]
+pub struct BindUrl {
+    pub url: EndpointUrl,
+    pub source: HostSource,
 }
 
 /// The published view: agent endpoints by scheme, like the config routes.
@@ -158,6 +176,9 @@ pub struct Registry {
     table: ArcSwap<TunnelTable>,
     generation: AtomicU64,
     next_session: AtomicU64,
+    /// Reserved domains Bind consults (config's plus the API's), published
+    /// whole; read at Bind only.
+    domains: ArcSwap<ReservedDomains>,
 }
 
 /// Random lowercase hex from the TLS provider's CSPRNG.
@@ -199,14 +220,143 @@ fn bind_error(message: &str, code: u32) -> BindResp {
 impl Registry {
     pub fn new(cfg: RegistryConfig) -> Registry {
         Registry {
-            cfg,
             config: std::sync::OnceLock::new(),
             tokens: std::sync::OnceLock::new(),
             state: Mutex::new(State::default()),
             table: ArcSwap::from_pointee(TunnelTable::default()),
             generation: AtomicU64::new(0),
             next_session: AtomicU64::new(1),
+            domains: ArcSwap::from_pointee(cfg.reserved_domains.clone()),
+            cfg,
         }
+    }
+
+    /// Publishes the reserved domains of the store (the REST API's); Bind
+    /// sees them together with the config's from the next Bind on.
+    pub fn set_api_reserved_domains(&self, api: &ReservedDomains) {
+        self.domains
+            .store(Arc::new(self.cfg.reserved_domains.union(api)));
+    }
+
+    /// The reserved domains Bind consults now.
+    pub fn reserved_domains(&self) -> Arc<ReservedDomains> {
+        self.domains.load_full()
+    }
+
+    /// The edge's facts for URL checks: listener ports that count as 80
+    /// and 443, the base domain, the public-suffix rule in production.
+    pub fn edge_urls(&self) -> EdgeUrls {
+        EdgeUrls {
+            http_port: self.cfg.http_port,
+            https_port: self.cfg.https_port,
+            base_domains: self.cfg.base_domain.iter().cloned().collect(),
+            public_suffix_rule: !self.cfg.dev,
+            serves_tcp_tls: false,
+        }
+    }
+
+    /// The rules for new reserved domains (the API's `/reserved_domains`).
+    pub fn domain_policy(&self) -> DomainPolicy {
+        DomainPolicy {
+            base_domains: self.cfg.base_domain.iter().cloned().collect(),
+            cname_base: self.cfg.cname_base.clone(),
+            public_suffix_rule: !self.cfg.dev,
+        }
+    }
+
+    /// Checks a cloud endpoint's URL for the API: the shared rules with
+    /// origin `Cloud`, then domain ownership as at Bind (see
+    /// [`check_cloud_endpoint`]).
+    pub fn check_cloud_url(&self, url: &str, bindings: &[String]) -> Result<EndpointUrl, UrlError> {
+        let reserved = self.domains.load();
+        let bases: Vec<String> = self.cfg.base_domain.iter().cloned().collect();
+        let own = Ownership {
+            dev: self.cfg.dev,
+            base_domains: &bases,
+            reserved: &reserved,
+        };
+        check_cloud_endpoint(url, bindings, &self.edge_urls(), &own)
+    }
+
+    /// Domain ownership for a public host (production: random names,
+    /// reserved domains; `--dev`: anything), with the public-suffix rule
+    /// for hosts no reservation covers.
+    fn authorize_host(
+        &self,
+        host: &str,
+        source: HostSource,
+        edge: &EdgeUrls,
+    ) -> Result<(), UrlError> {
+        let reserved = self.domains.load();
+        let bases: Vec<String> = self.cfg.base_domain.iter().cloned().collect();
+        let own = Ownership {
+            dev: self.cfg.dev,
+            base_domains: &bases,
+            reserved: &reserved,
+        };
+        own.authorize_public(host, source, edge)
+    }
+
+    /// The URL a Bind asks for: `Opts.URL`, else `Domain`, `Hostname`,
+    /// `Subdomain` + base domain, else a random name; checked with the
+    /// shared URL rules (origin `Agent`), then for ownership.
+    pub fn bind_url(&self, bind: &Bind, opts: &HttpOpts) -> Result<BindUrl, UrlError> {
+        let proto = match bind.proto.as_str() {
+            "" => "",
+            "https" => "https",
+            "http" => "http",
+            other => {
+                return Err(UrlError::new(
+                    9036,
+                    format!("Invalid scheme `{other}`, allowed schemes: `http, https`."),
+                ))
+            }
+        };
+        let with_proto = |host: &str| {
+            if proto.is_empty() || host.contains("://") {
+                host.to_owned()
+            } else {
+                format!("{proto}://{host}")
+            }
+        };
+        let (input, source) = if !opts.url.is_empty() {
+            (with_proto(&opts.url), HostSource::Named)
+        } else if !opts.domain.is_empty() {
+            (with_proto(&opts.domain), HostSource::Named)
+        } else if !opts.hostname.is_empty() {
+            (with_proto(&opts.hostname), HostSource::Named)
+        } else if !opts.subdomain.is_empty() {
+            match &self.cfg.base_domain {
+                Some(base) => (
+                    with_proto(&format!("{}.{base}", opts.subdomain)),
+                    HostSource::Subdomain,
+                ),
+                None => {
+                    return Err(UrlError::new(
+                        313,
+                        "This edge has no base domain for subdomains.",
+                    ))
+                }
+            }
+        } else {
+            (with_proto(""), HostSource::Random)
+        };
+        let binding = parse_bindings(&bind.extra.bindings)?;
+        let edge = EdgeUrls {
+            // Ownership decides below; the suffix rule waits for it.
+            public_suffix_rule: false,
+            ..self.edge_urls()
+        };
+        let url = validate_url(&input, binding, Origin::Agent, &edge)?;
+        let source = if url.host.is_none() {
+            HostSource::Random
+        } else {
+            source
+        };
+        if let (Some(host), url_rules::Binding::Public) = (&url.host, url.binding) {
+            self.authorize_host(host, source, &self.edge_urls())?;
+        }
+        Ok(BindUrl { url, source })
     }
 
     /// Lets Bind see the config's endpoints (set once at start).
@@ -418,63 +568,13 @@ impl Registry {
             Ok(o) => o,
             Err(e) => return bind_error(&format!("Invalid endpoint options: {e}"), 9034),
         };
-        let mut scheme = match bind.proto.as_str() {
-            "" | "https" => Scheme::Https,
-            "http" => Scheme::Http,
-            other => {
-                return bind_error(
-                    &format!(
-                        "This edge serves http and https endpoints; {other:?} is not supported."
-                    ),
-                    9036,
-                )
-            }
+        let url = match self.bind_url(bind, &opts) {
+            Ok(u) => u,
+            Err(e) => return bind_error(&e.message, e.code),
         };
-        let mut requested = String::new();
-        let mut port = None;
-        if !opts.url.is_empty() {
-            match parse_bind_url(&opts.url) {
-                Ok((s, h, p)) => {
-                    if let Some(s) = s {
-                        scheme = s;
-                    }
-                    requested = h;
-                    port = p;
-                }
-                Err(msg) => return bind_error(&msg, 9034),
-            }
-        } else if !opts.domain.is_empty() {
-            requested = opts.domain.clone();
-        } else if !opts.hostname.is_empty() {
-            requested = opts.hostname.clone();
-        } else if !opts.subdomain.is_empty() {
-            match &self.cfg.base_domain {
-                Some(base) => requested = format!("{}.{base}", opts.subdomain),
-                None => return bind_error("This edge has no base domain for subdomains.", 313),
-            }
-        }
-        let public_port = match scheme {
-            Scheme::Http => Some(self.cfg.http_port),
-            Scheme::Https => self.cfg.https_port,
+        let Some(scheme) = url.url.scheme.route() else {
+            return bind_error("This edge serves http and https endpoints.", 9036);
         };
-        let Some(public_port) = public_port else {
-            return bind_error("This edge has no HTTPS listener.", 9036);
-        };
-        if let Some(p) = port {
-            let default = match scheme {
-                Scheme::Http => 80,
-                Scheme::Https => 443,
-            };
-            if p != public_port && p != default {
-                return bind_error(
-                    &format!(
-                        "The port of an {} endpoint must be {public_port}.",
-                        scheme.as_str()
-                    ),
-                    9035,
-                );
-            }
-        }
         let policy = match compile_bind_policy(&bind.opts, &opts) {
             Ok(p) => p.map(Arc::new),
             Err(msg) => return bind_error(&msg, 9026),
@@ -489,8 +589,9 @@ impl Registry {
         }
         let group = sess.group.clone();
         let host =
-            if requested.is_empty() {
-                match &self.cfg.base_domain {
+            match url.url.host.clone() {
+                Some(h) => h,
+                None => match &self.cfg.base_domain {
                     Some(base) => loop {
                         let h = format!("{}.{base}", random_hex(6));
                         if !st.hosts.contains_key(&(scheme, h.clone())) {
@@ -501,15 +602,9 @@ impl Registry {
                         "This edge has no base domain for random hostnames: pass a URL or domain.",
                         9028,
                     ),
-                }
-            } else {
-                let mut h = String::new();
-                if !normalize_host(requested.as_bytes(), &mut h) || !valid_hostname(&h) {
-                    return bind_error(&format!("Invalid hostname {requested:?}."), 326);
-                }
-                h
+                },
             };
-        let url = format_url(scheme, &host, public_port);
+        let url = url.url.display(&host, &self.edge_urls());
         if let Some(store) = self.config.get() {
             let snap = store.load();
             let routes = match scheme {
@@ -772,61 +867,6 @@ fn remove_tunnel(st: &mut State, id: &str) {
     }
 }
 
-fn format_url(scheme: Scheme, host: &str, port: u16) -> String {
-    let default = match scheme {
-        Scheme::Http => 80,
-        Scheme::Https => 443,
-    };
-    if port == default {
-        format!("{}://{host}", scheme.as_str())
-    } else {
-        format!("{}://{host}:{port}", scheme.as_str())
-    }
-}
-
-/// `https://host[:port]`, `http://host`, or a bare host.
-fn parse_bind_url(url: &str) -> Result<(Option<Scheme>, String, Option<u16>), String> {
-    let (scheme, rest) = match url.split_once("://") {
-        Some(("https", r)) => (Some(Scheme::Https), r),
-        Some(("http", r)) => (Some(Scheme::Http), r),
-        Some((s, _)) => {
-            return Err(format!(
-                "This edge serves http and https endpoints; {s:?} is not supported."
-            ))
-        }
-        None => (None, url),
-    };
-    let rest = rest.strip_suffix('/').unwrap_or(rest);
-    if rest.contains(['/', '?', '#', '@']) {
-        return Err(format!(
-            "The URL {url:?} may only have a scheme, a host and a port."
-        ));
-    }
-    let (host, port) = match rest.rsplit_once(':') {
-        Some((h, p)) if !h.ends_with(']') || rest.starts_with('[') => match p.parse::<u16>() {
-            Ok(p) => (h.to_owned(), Some(p)),
-            Err(_) => return Err(format!("Invalid port in {url:?}.")),
-        },
-        _ => (rest.to_owned(), None),
-    };
-    Ok((scheme, host, port))
-}
-
-/// Letters, digits, hyphens and dots, labels of 1..=63, an optional
-/// leading `*.` (wildcard endpoint).
-fn valid_hostname(h: &str) -> bool {
-    let body = h.strip_prefix("*.").unwrap_or(h);
-    !body.is_empty()
-        && body.len() <= 253
-        && body.split('.').all(|l| {
-            !l.is_empty()
-                && l.len() <= 63
-                && !l.starts_with('-')
-                && !l.ends_with('-')
-                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        })
-}
-
 /// The policy of a Bind: the legacy endpoint options translated into
 /// rules (see [`legacy`]), then the agent's `TrafficPolicy` (JSON or YAML
 /// text), compiled as one document, legacy rules first in each phase.
@@ -889,7 +929,30 @@ mod tests {
             workers: 2,
             http_port: 8080,
             https_port: Some(8443),
+            reserved_domains: ReservedDomains::default(),
+            cname_base: None,
         })
+    }
+
+    /// A production edge on 80/443 with base domain tunnel.example.com.
+    fn prod(reserved: &[&str]) -> Registry {
+        Registry::new(RegistryConfig {
+            dev: false,
+            auth_tokens: vec!["t".into()],
+            base_domain: Some("tunnel.example.com".into()),
+            http_port: 80,
+            https_port: Some(443),
+            reserved_domains: ReservedDomains::from_list(reserved.iter().copied()).unwrap(),
+            ..reg().cfg
+        })
+    }
+
+    fn prod_session(r: &Registry) -> SessionId {
+        let s = r.new_session(0);
+        let mut a = Auth::default();
+        a.extra.auth_token = "t".into();
+        r.auth(s, &a).expect("token");
+        s
     }
 
     fn authed(r: &Registry, worker: usize) -> SessionId {
@@ -1044,7 +1107,7 @@ mod tests {
             .error
             .ends_with("ERR_NGROK_4018"));
         r.auth(s, &Auth::default()).unwrap();
-        let mut b = bind_domain("bad_host!.test", false);
+        let mut b = bind_domain("bad!host.test", false);
         assert!(r.bind(s, &b).error.ends_with("ERR_NGROK_326"));
         b.proto = "tcp".into();
         assert!(r.bind(s, &b).error.ends_with("ERR_NGROK_9036"));
@@ -1059,19 +1122,139 @@ mod tests {
         assert!(r.bind(s, &b).error.ends_with("ERR_NGROK_9035"));
     }
 
+    fn bind_url(url: &str) -> Bind {
+        Bind {
+            proto: "https".into(),
+            opts: serde_json::json!({"URL": url}),
+            ..Bind::default()
+        }
+    }
+
+    fn code_of(resp: &BindResp) -> &str {
+        resp.error.rsplit("ERR_NGROK_").next().unwrap_or("")
+    }
+
     #[test]
-    fn hostnames() {
-        assert!(valid_hostname("a.b-c.test"));
-        assert!(valid_hostname("*.example.com"));
-        assert!(!valid_hostname("a..b"));
-        assert!(!valid_hostname("-a.b"));
-        assert!(!valid_hostname("a_b.c"));
-        assert_eq!(
-            parse_bind_url("https://x.test:443").unwrap(),
-            (Some(Scheme::Https), "x.test".into(), Some(443))
+    fn bind_urls_follow_the_shared_rules() {
+        let r = reg();
+        let s = authed(&r, 0);
+        for (url, code) in [
+            ("https://x.test/", "9038"),
+            ("https://x.test/path", "9037"),
+            ("https://x.test:8080", "9035"),
+            ("tcp://x.test:1", "9036"),
+            ("https://a_b.test", "355"),
+            ("https://a..b.test", "327"),
+            ("https://app.*.test", "402"),
+            ("https://x.test:0", "9030"),
+            ("https://a.b.c.d.e.f.internal", "9031"),
+        ] {
+            let resp = r.bind(s, &bind_url(url));
+            assert_eq!(code_of(&resp), code, "{url}: {}", resp.error);
+        }
+        // The scheme-only shorthand is a random host.
+        let resp = r.bind(s, &bind_url("http://"));
+        assert!(
+            resp.url.starts_with("http://") && resp.url.ends_with(".ringress.localhost:8080"),
+            "{}",
+            resp.url
         );
-        assert!(parse_bind_url("tcp://x:1").is_err());
-        assert!(parse_bind_url("https://x/path").is_err());
+        // `.internal` infers the internal binding; its port is kept.
+        let resp = r.bind(s, &bind_url("https://api.internal:1234"));
+        assert_eq!(resp.url, "https://api.internal:1234", "{}", resp.error);
+        let mut b = bind_url("https://app.test");
+        b.extra.bindings = vec!["internal".into()];
+        assert_eq!(code_of(&r.bind(s, &b)), "9029");
+        b.extra.bindings = vec!["edge".into()];
+        assert_eq!(code_of(&r.bind(s, &b)), "15005");
+    }
+
+    #[test]
+    fn production_binds_need_ownership() {
+        let r = prod(&["app.example.com", "*.apps.example.com"]);
+        let s = prod_session(&r);
+        // Random names are always allowed, and so is re-binding one.
+        let random = r.bind(s, &bind_domain("", false));
+        assert!(random.error.is_empty(), "{}", random.error);
+        assert!(
+            random.url.ends_with(".tunnel.example.com"),
+            "{}",
+            random.url
+        );
+        let again = r.bind(prod_session(&r), &bind_url(&random.url));
+        assert_eq!(
+            code_of(&again),
+            "334",
+            "named, allowed, but online: {}",
+            again.error
+        );
+        // Reserved names and wildcards.
+        assert!(r
+            .bind(s, &bind_url("https://app.example.com"))
+            .error
+            .is_empty());
+        assert!(r
+            .bind(s, &bind_url("https://x.apps.example.com"))
+            .error
+            .is_empty());
+        assert!(r
+            .bind(s, &bind_url("https://*.apps.example.com"))
+            .error
+            .is_empty());
+        // Everything else is refused with ngrok's code.
+        for (url, code) in [
+            ("https://other.example.com", "319"),
+            ("https://*.example.com", "318"),
+            ("https://named.tunnel.example.com", "313"),
+            ("https://a.b.tunnel.example.com", "354"),
+            ("https://app.example.doesnotexist", "331"),
+            ("https://app.example.com:8443", "9035"),
+        ] {
+            let resp = r.bind(s, &bind_url(url));
+            assert_eq!(code_of(&resp), code, "{url}: {}", resp.error);
+        }
+        let mut sub = bind_domain("", false);
+        sub.opts = serde_json::json!({"Subdomain": "named"});
+        assert_eq!(code_of(&r.bind(s, &sub)), "313");
+        // Internal endpoints need no reservation.
+        assert!(r
+            .bind(s, &bind_url("https://api.internal"))
+            .error
+            .is_empty());
+        // The API's reservations join the config's.
+        let mut api = ReservedDomains::new();
+        api.insert("other.example.com");
+        r.set_api_reserved_domains(&api);
+        assert!(r
+            .bind(s, &bind_url("https://other.example.com"))
+            .error
+            .is_empty());
+        assert!(r.reserved_domains().covers("app.example.com"));
+    }
+
+    #[test]
+    fn cloud_urls_for_the_api() {
+        let r = prod(&["app.example.com"]);
+        let u = r
+            .check_cloud_url("https://app.example.com:443", &[])
+            .unwrap();
+        assert_eq!(
+            u.display("app.example.com", &r.edge_urls()),
+            "https://app.example.com"
+        );
+        assert_eq!(r.check_cloud_url("https://", &[]).unwrap_err().code, 249);
+        assert_eq!(
+            r.check_cloud_url("https://nope.example.com", &[])
+                .unwrap_err()
+                .code,
+            319
+        );
+        assert!(r
+            .check_cloud_url("https://api.internal", &["internal".into()])
+            .is_ok());
+        let p = r.domain_policy();
+        assert!(p.public_suffix_rule);
+        assert_eq!(p.base_domains, ["tunnel.example.com"]);
     }
     // ------------------------------------------------ legacy endpoint options
 

@@ -53,6 +53,17 @@ impl Agent {
     /// Starts `ringress http <upstream> <args>` against `edge` and waits for
     /// its public URL.
     pub fn start(edge: &Edge, upstream: &str, args: &[&str]) -> (Agent, String) {
+        Agent::start_trusting(edge, &dev_ca(edge), upstream, args)
+    }
+
+    /// Like `start`, trusting `ca` for the edge's certificate (a production
+    /// edge has no dev CA).
+    pub fn start_trusting(
+        edge: &Edge,
+        ca: &Path,
+        upstream: &str,
+        args: &[&str],
+    ) -> (Agent, String) {
         let dir = tempfile::Builder::new()
             .prefix("ringress-agent-")
             .tempdir()
@@ -64,7 +75,7 @@ impl Agent {
             .arg("--server-addr")
             .arg(tunnel.to_string())
             .arg("--root-cas")
-            .arg(dev_ca(edge))
+            .arg(ca)
             .args(args)
             .env_remove("RUST_LOG")
             .env_remove("RINGRESS_AUTHTOKEN")
