@@ -126,6 +126,25 @@ install_ngrok_sdk() {
 }
 step "install ngrok Python SDK" install_ngrok_sdk
 
+# The official ngrok API client (PyPI `ngrok-api`, tests/api_client.rs) in
+# its own venv: its module is also named `ngrok` and would shadow the SDK.
+install_ngrok_api_client() {
+    local venv="${RINGRESS_NGROK_API_VENV:-$HOME/.cache/ringress-ngrok-api-venv}"
+    if "$venv/bin/python" -c "import ngrok; ngrok.Client" 2>/dev/null; then
+        echo "ngrok-api client present in $venv"
+        return 0
+    fi
+    python3 -m venv "$venv" 2>/dev/null || {
+        local sudo=()
+        [ "$(id -u)" -ne 0 ] && sudo=(sudo)
+        DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -q --no-install-recommends python3-venv
+        rm -rf "$venv"
+        python3 -m venv "$venv"
+    }
+    "$venv/bin/pip" install --quiet 'ngrok-api==0.19.0'
+}
+step "install ngrok-api client" install_ngrok_api_client
+
 # The OpenID provider the OIDC end-to-end test runs (npm oidc-provider,
 # pinned in tests/oidc/package-lock.json).
 install_oidc_provider() {

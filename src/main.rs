@@ -34,12 +34,14 @@ fn main() -> std::process::ExitCode {
                 listen_http: args.listen_http,
                 listen_https: args.listen_https,
                 listen_tunnel: args.listen_tunnel,
+                listen_api: args.listen_api,
                 data_dir: args.data_dir,
             },
             check: args.check,
         })
         .map_err(|e| e.to_string()),
         Command::Http(args) => ringress::agent::cli::http(args).map_err(|e| e.to_string()),
+        Command::ApiKey(args) => ringress::control::cli::run(args),
         Command::Api(args) => ringress::cli::api::run(args).map_err(|e| e.to_string()),
     };
     match result {

@@ -38,6 +38,8 @@ pub enum Command {
     Edge(EdgeArgs),
     /// Expose a local service through an edge: `ringress http 8080`.
     Http(HttpArgs),
+    /// Manage the edge's API keys offline: `ringress api-key create`.
+    ApiKey(crate::control::cli::ApiKeyArgs),
     /// Call the edge's REST API: `ringress api endpoints list`.
     Api(api::ApiArgs),
 }
@@ -187,6 +189,10 @@ pub struct EdgeArgs {
     /// Agent tunnel listener address (overrides `listen.tunnel`).
     #[arg(long)]
     pub listen_tunnel: Option<SocketAddr>,
+    /// REST API listener address (overrides `listen.api`; loopback is
+    /// advised). Without it or `listen.api`, the edge runs no API.
+    #[arg(long)]
+    pub listen_api: Option<SocketAddr>,
     /// Development mode: loopback listeners (8080/8443), a local CA in the
     /// data dir, base domain ringress.localhost.
     #[arg(long)]

@@ -44,6 +44,16 @@ pub struct Listen {
     /// The agent tunnel listener (TLS, ngrok's agent protocol); `None`
     /// when no agent may connect.
     pub tunnel: Option<SocketAddr>,
+    /// The REST API listener (`[listen] api`, `--listen-api`); `None`: no
+    /// API and no store.
+    pub api: Option<SocketAddr>,
+}
+
+/// The REST API's own settings.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ApiConfig {
+    /// PEM certificate chain and key: the API then speaks HTTPS.
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 /// Agent sessions: who may connect and how their URLs are named.
@@ -163,6 +173,7 @@ pub struct EdgeConfig {
     pub settings: Settings,
     pub endpoints: Vec<EndpointConfig>,
     pub tunnel: TunnelConfig,
+    pub api: ApiConfig,
 }
 
 /// The dev base domain: every `*.localhost` name resolves to loopback.

@@ -18,6 +18,9 @@ use tracing::{error, info, warn};
 use super::snapshot::{Snapshot, SnapshotStore, TlsMaterial};
 use super::worker::{self, DriverKind, Shared, WorkerSpec};
 use crate::config::{self, ConfigError, EdgeConfig};
+use crate::control::api::{ApiAuth, ApiServer, KeyCheck, Mount, Routes};
+use crate::control::plane::{CloudState, Plane, PlaneConfig, Publisher};
+use crate::control::store::{store_path, RedbStore};
 use crate::tls::acme::{AcmeHandle, AcmeSettings, Challenges, IssuedCert};
 use crate::tls::local_ca::LocalCa;
 use crate::tunnel::registry::{Registry, RegistryConfig};
@@ -45,6 +48,8 @@ pub enum EdgeError {
     Tls(#[from] rustls::Error),
     #[error("ACME: {0}")]
     Acme(String),
+    #[error("API: {0}")]
+    Api(String),
 }
 
 /// What wakes the control thread.
@@ -52,6 +57,89 @@ enum ControlEvent {
     Signal(i32),
     /// A certificate loaded or issued by the ACME manager.
     Certificate(Box<IssuedCert>),
+    /// The store's cloud state changed (an API write): publish it, then
+    /// say whether the snapshot could be built.
+    Cloud(Box<CloudState>, std::sync::mpsc::Sender<Result<(), String>>),
+}
+
+/// Hands API changes to the control thread and waits for the verdict.
+struct EdgePublisher {
+    events: std::sync::Mutex<std::sync::mpsc::Sender<ControlEvent>>,
+}
+
+impl Publisher for EdgePublisher {
+    fn apply(&self, state: CloudState) -> Result<(), String> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .send(ControlEvent::Cloud(Box::new(state), tx))
+            .map_err(|_| "the edge is stopping".to_owned())?;
+        rx.recv_timeout(Duration::from_secs(30))
+            .map_err(|_| "the control thread did not answer".to_owned())?
+    }
+}
+
+/// Lets the API check keys against the plane.
+struct PlaneKeys(Arc<Plane>);
+
+impl KeyCheck for PlaneKeys {
+    fn is_valid(&self, secret: &str) -> bool {
+        self.0.key_is_valid(secret)
+    }
+}
+
+/// How long start-up waits for a store another process still holds (an
+/// upgrade's old process closes it first).
+const STORE_OPEN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Opens the store and the plane when the API is enabled; under `--dev`
+/// the first start prints a bootstrap API key once.
+fn open_plane(cfg: &EdgeConfig) -> Result<Option<Arc<Plane>>, EdgeError> {
+    if cfg.listen.api.is_none() {
+        return Ok(None);
+    }
+    let path = store_path(&cfg.data_dir);
+    let store = RedbStore::open_with_retry(&path, STORE_OPEN_TIMEOUT)
+        .map_err(|e| EdgeError::Api(e.to_string()))?;
+    restrict_mode(&path);
+    let plane = Plane::new(
+        Arc::new(store),
+        PlaneConfig {
+            dev: cfg.dev,
+            base_domain: cfg.tunnel.base_domain.clone(),
+            acme: cfg.tls.acme.is_some(),
+        },
+    )
+    .map_err(|e| EdgeError::Api(e.to_string()))?;
+    plane.set_config_urls(
+        cfg.endpoints
+            .iter()
+            .map(|e| e.url.original.clone())
+            .collect(),
+    );
+    if !plane.has_api_keys() {
+        if cfg.dev {
+            let (rec, token) = plane
+                .create_api_key("bootstrap key (first --dev start)", "")
+                .map_err(|e| EdgeError::Api(e.to_string()))?;
+            info!(id = %rec.id, "created the bootstrap API key (shown once)");
+            eprintln!("ringress: bootstrap API key (shown once, keep it): {token}");
+        } else {
+            warn!(
+                "the API has no key yet: create one with `ringress api-key create --data-dir {}`",
+                cfg.data_dir.display()
+            );
+        }
+    }
+    info!(path = %path.display(), "store open");
+    Ok(Some(plane))
+}
+
+/// The store holds keys and token digests: owner-only.
+fn restrict_mode(path: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
 }
 
 /// Starts the ACME manager when the config asks for it.
@@ -91,6 +179,7 @@ pub struct Overrides {
     pub listen_http: Option<SocketAddr>,
     pub listen_https: Option<SocketAddr>,
     pub listen_tunnel: Option<SocketAddr>,
+    pub listen_api: Option<SocketAddr>,
     pub data_dir: Option<PathBuf>,
 }
 
@@ -137,6 +226,9 @@ fn load(opts: &EdgeOptions) -> Result<EdgeConfig, ConfigError> {
             cfg.listen.https = default.parse().ok();
         }
     }
+    if let Some(addr) = opts.overrides.listen_api {
+        cfg.listen.api = Some(addr);
+    }
     if let Some(dir) = &opts.overrides.data_dir {
         cfg.data_dir = dir.clone();
     }
@@ -170,6 +262,59 @@ fn bind_reuseport(addr: SocketAddr, n: usize) -> Result<Vec<std::net::TcpListene
     Ok(out)
 }
 
+/// Binds the API listener (reported before anything starts).
+fn bind_api(cfg: &EdgeConfig) -> Result<Option<std::net::TcpListener>, EdgeError> {
+    let Some(addr) = cfg.listen.api else {
+        return Ok(None);
+    };
+    std::net::TcpListener::bind(addr)
+        .map(Some)
+        .map_err(|source| EdgeError::Bind { addr, source })
+}
+
+/// The API listener's TLS config from `[api] tls_cert`/`tls_key`.
+fn api_tls(cfg: &EdgeConfig) -> Result<Option<Arc<rustls::ServerConfig>>, EdgeError> {
+    let Some((cert, key)) = &cfg.api.tls else {
+        return Ok(None);
+    };
+    let read = |p: &std::path::Path| {
+        std::fs::read(p).map_err(|e| EdgeError::Api(format!("cannot read {}: {e}", p.display())))
+    };
+    let key = crate::tls::certified_key_from_pem(&read(cert)?, &read(key)?)
+        .map_err(|e| EdgeError::Api(format!("api TLS: {e}")))?;
+    let config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(crate::control::api::server::OneCert(key)));
+    let mut config = config;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Some(Arc::new(config)))
+}
+
+/// Starts the API server with the edge's own routes and the other modules'
+/// mounts.
+fn start_api(
+    listener: Option<std::net::TcpListener>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    routes: impl FnOnce() -> (Arc<dyn Mount>, ApiAuth),
+    mounts: Vec<Arc<dyn Mount>>,
+) -> Result<Option<ApiServer>, EdgeError> {
+    let Some(listener) = listener else {
+        return Ok(None);
+    };
+    let (own, auth) = routes();
+    ApiServer::start(
+        listener,
+        Routes {
+            own,
+            mounts,
+            auth,
+            tls,
+        },
+    )
+    .map(Some)
+    .map_err(|e| EdgeError::Api(e.to_string()))
+}
+
 /// Runs the edge until SIGTERM/SIGINT.
 pub fn run(opts: EdgeOptions) -> Result<(), EdgeError> {
     let cfg = load(&opts)?;
@@ -178,6 +323,10 @@ pub fn run(opts: EdgeOptions) -> Result<(), EdgeError> {
         let ca = LocalCa::load_or_create(&cfg.data_dir)?;
         info!("dev CA: {} (curl --cacert {0})", ca.pem_path().display());
         material.local_ca = Some(Arc::new(ca));
+    }
+    let plane = if opts.check { None } else { open_plane(&cfg)? };
+    if let Some(plane) = &plane {
+        material.set_cloud(plane.cloud_state().map_err(EdgeError::Api)?);
     }
     let first = Snapshot::build(&cfg, 1, &material)?;
     if opts.check {
@@ -217,6 +366,9 @@ pub fn run(opts: EdgeOptions) -> Result<(), EdgeError> {
         .as_deref()
         .zip(cfg.listen.https)
         .map(|(l, a)| local_addr_of(l, a));
+    let api_listener = bind_api(&cfg)?;
+    let api_addr = api_listener.as_ref().and_then(|l| l.local_addr().ok());
+    let api_tls = api_tls(&cfg)?;
     let challenges = Challenges::new();
     let acme = start_acme(&cfg, &challenges, &events_tx)?;
     if let Some(acme) = &acme {
@@ -236,6 +388,14 @@ pub fn run(opts: EdgeOptions) -> Result<(), EdgeError> {
     let (relays, relay_rxs) = relay_channels(cfg.workers);
     let store = Arc::new(SnapshotStore::new(first));
     registry.set_config_store(store.clone());
+    if let Some(plane) = &plane {
+        registry.set_token_check(plane.clone());
+        plane.set_registry(registry.clone());
+        plane.publish_domains();
+        plane.set_publisher(Arc::new(EdgePublisher {
+            events: std::sync::Mutex::new(events_tx.clone()),
+        }));
+    }
     let shared = Arc::new(Shared {
         store,
         stopping: AtomicBool::new(false),
@@ -301,6 +461,26 @@ pub fn run(opts: EdgeOptions) -> Result<(), EdgeError> {
             Err(e) => return Err(EdgeError::Workers(format!("worker did not start: {e}"))),
         }
     }
+    // Other modules add their routes here (observe: /metrics, captures).
+    let mounts: Vec<Arc<dyn Mount>> = Vec::new();
+    let api = start_api(
+        api_listener,
+        api_tls,
+        || match &plane {
+            Some(plane) => (
+                Arc::new(crate::control::api::resources::Resources::new(
+                    plane.clone(),
+                    cfg.api.tls.is_some(),
+                )) as Arc<dyn Mount>,
+                ApiAuth::new(Arc::new(PlaneKeys(plane.clone()))),
+            ),
+            None => (
+                Arc::new(crate::control::api::placeholder::NoRoutes) as Arc<dyn Mount>,
+                ApiAuth::new(Arc::new(crate::control::api::placeholder::NoKeys)),
+            ),
+        },
+        mounts,
+    )?;
     worker::log_driver(&kinds);
     let driver = kinds.first().map(|k| k.as_str()).unwrap_or("none");
     let https_field = https_addr
@@ -308,7 +488,8 @@ pub fn run(opts: EdgeOptions) -> Result<(), EdgeError> {
         .unwrap_or_default()
         + &tunnel_addr
             .map(|a| format!(" tunnel={a}"))
-            .unwrap_or_default();
+            .unwrap_or_default()
+        + &api_addr.map(|a| format!(" api={a}")).unwrap_or_default();
     info!(
         "ringress edge ready http={http_addr}{https_field} workers={} driver={driver} endpoints={}",
         handles.len(),
@@ -327,6 +508,15 @@ pub fn run(opts: EdgeOptions) -> Result<(), EdgeError> {
                             acme.manage(sorted_domains(&snapshot));
                         }
                         shared.store.publish(snapshot);
+                        if let Some(plane) = &plane {
+                            plane.set_config_urls(
+                                next_cfg
+                                    .endpoints
+                                    .iter()
+                                    .map(|e| e.url.original.clone())
+                                    .collect(),
+                            );
+                        }
                         info!(
                             generation,
                             endpoints = next_cfg.endpoints.len(),
@@ -350,6 +540,29 @@ pub fn run(opts: EdgeOptions) -> Result<(), EdgeError> {
                 }
                 None => info!("SIGUSR1: no [acme] configured, nothing to renew"),
             },
+            ControlEvent::Cloud(state, reply) => {
+                let previous = std::mem::take(&mut material.cloud);
+                let prev_uploaded = std::mem::take(&mut material.uploaded);
+                let prev_acme = std::mem::take(&mut material.reserved_acme);
+                material.set_cloud(*state);
+                generation += 1;
+                match Snapshot::build(&running, generation, &material) {
+                    Ok(snapshot) => {
+                        if let Some(acme) = &acme {
+                            acme.manage(sorted_domains(&snapshot));
+                        }
+                        shared.store.publish(snapshot);
+                        info!(generation, "cloud state published");
+                        let _ = reply.send(Ok(()));
+                    }
+                    Err(e) => {
+                        material.cloud = previous;
+                        material.uploaded = prev_uploaded;
+                        material.reserved_acme = prev_acme;
+                        let _ = reply.send(Err(e.to_string()));
+                    }
+                }
+            }
             ControlEvent::Signal(signal) => {
                 info!(signal, "stopping: draining connections (grace {:?})", grace);
                 break;
@@ -375,8 +588,14 @@ pub fn run(opts: EdgeOptions) -> Result<(), EdgeError> {
         }
     }
     shared.stopping.store(true, Ordering::Release);
+    if let Some(api) = api {
+        api.stop();
+    }
     if let Some(acme) = acme {
         acme.shutdown();
+    }
+    if let Some(plane) = &plane {
+        plane.store().close();
     }
     let deadline = Instant::now() + grace + Duration::from_secs(1);
     while handles.iter().any(|h| !h.is_finished()) && Instant::now() < deadline {

@@ -45,6 +45,24 @@ pub struct TlsMaterial {
     pub local_ca: Option<Arc<LocalCa>>,
     /// Certificates issued by ACME, by domain.
     pub acme: HashMap<String, Arc<CertifiedKey>>,
+    /// Certificates uploaded through the API (`/tls_certificates`), with
+    /// the names each covers; config files win over them.
+    pub uploaded: Vec<(Vec<String>, Arc<CertifiedKey>)>,
+    /// Reserved domains whose certificate comes from ACME (HTTP-01).
+    pub reserved_acme: Vec<String>,
+    /// Cloud endpoints from the control plane's store, routed exactly like
+    /// the config's (a URL in both is refused).
+    pub cloud: Vec<crate::config::EndpointConfig>,
+}
+
+impl TlsMaterial {
+    /// Takes the store's view (cloud endpoints, uploaded certificates,
+    /// reserved domains) in place of the previous one.
+    pub fn set_cloud(&mut self, state: crate::control::plane::CloudState) {
+        self.cloud = state.endpoints;
+        self.uploaded = state.uploaded;
+        self.reserved_acme = state.reserved_acme;
+    }
 }
 
 /// Names the dev certificate covers.
@@ -84,7 +102,25 @@ fn build_certs(
             certs.set_default(key.clone());
         }
     }
+    for (names, key) in &tls.uploaded {
+        for n in names {
+            if !certs.covers(n) {
+                certs.insert(n, key.clone());
+            }
+        }
+    }
     let mut acme_domains = HashSet::new();
+    if config.tls.acme.is_some() {
+        for d in &tls.reserved_acme {
+            if certs.covers(d) && !tls.acme.contains_key(d) {
+                continue;
+            }
+            acme_domains.insert(d.clone());
+            if let Some(key) = tls.acme.get(d) {
+                certs.insert(d, key.clone());
+            }
+        }
+    }
     if config.listen.https.is_none() {
         return Ok((certs, acme_domains));
     }
@@ -108,6 +144,7 @@ fn build_certs(
     for e in config
         .endpoints
         .iter()
+        .chain(tls.cloud.iter())
         .filter(|e| e.url.scheme == Scheme::Https)
     {
         let host = &e.url.host;
@@ -157,7 +194,7 @@ impl Snapshot {
     ) -> Result<Snapshot, ConfigError> {
         let mut http_routes = RouteTable::default();
         let mut https_routes = RouteTable::default();
-        for e in &config.endpoints {
+        for e in config.endpoints.iter().chain(tls.cloud.iter()) {
             let url = e.url.original.clone();
             let policy = e
                 .traffic_policy

@@ -67,6 +67,9 @@ where
                 if !registry.is_authed(state.id) && started.elapsed() > AUTH_TIMEOUT {
                     return "no Auth in time";
                 }
+                if registry.is_revoked(state.id) {
+                    return "its credential was revoked";
+                }
                 if let Some(t) = state.last_beat.get() {
                     if t.elapsed() > state.silence_limit.get() {
                         return "heartbeat silence";

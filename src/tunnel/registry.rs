@@ -88,6 +88,45 @@ struct SessionRec {
     /// read by other workers, which then return their idle relayed
     /// connections to this session instead of keeping them.
     pressure: Arc<std::sync::atomic::AtomicBool>,
+    /// The API credential the session authenticated with, if any.
+    credential: Option<String>,
+    /// Its credential was revoked: the session's watchdog closes it.
+    revoked: bool,
+    started: std::time::SystemTime,
+    os: String,
+    agent_version: String,
+    metadata: String,
+}
+
+/// Checks agent authtokens created through the API (`control`'s
+/// credentials): the credential id for a valid token.
+pub trait TokenCheck: Send + Sync + 'static {
+    fn credential_for(&self, token: &str) -> Option<String>;
+    /// True when at least one credential exists (then a `--dev` edge with
+    /// no file tokens still accepts any token).
+    fn is_empty(&self) -> bool;
+}
+
+/// A live agent session, as the API lists it (`/tunnel_sessions`).
+#[derive(Debug, Clone)]
+pub struct SessionInfo {
+    pub id: SessionId,
+    pub client_id: String,
+    pub worker: usize,
+    pub credential: Option<String>,
+    pub started: std::time::SystemTime,
+    pub os: String,
+    pub agent_version: String,
+    pub metadata: String,
+}
+
+/// An online agent endpoint, as the API lists it.
+#[derive(Debug, Clone)]
+pub struct TunnelInfo {
+    pub id: String,
+    pub url: String,
+    pub session: SessionId,
+    pub client_id: String,
 }
 
 #[derive(Debug, Clone)]
@@ -131,6 +170,8 @@ pub struct Registry {
     /// The config's endpoints: an agent may not bind a host the config
     /// serves exactly (it would never get a request).
     config: std::sync::OnceLock<Arc<crate::runtime::snapshot::SnapshotStore>>,
+    /// API credentials, checked at Auth beside `auth_tokens`.
+    tokens: std::sync::OnceLock<Arc<dyn TokenCheck>>,
     state: Mutex<State>,
     table: ArcSwap<TunnelTable>,
     generation: AtomicU64,
@@ -180,6 +221,7 @@ impl Registry {
     pub fn new(cfg: RegistryConfig) -> Registry {
         Registry {
             config: std::sync::OnceLock::new(),
+            tokens: std::sync::OnceLock::new(),
             state: Mutex::new(State::default()),
             table: ArcSwap::from_pointee(TunnelTable::default()),
             generation: AtomicU64::new(0),
@@ -322,6 +364,71 @@ impl Registry {
         let _ = self.config.set(store);
     }
 
+    /// Lets Auth accept the API's credentials (set once at start).
+    pub fn set_token_check(&self, check: Arc<dyn TokenCheck>) {
+        let _ = self.tokens.set(check);
+    }
+
+    /// Marks every session of this credential revoked (their watchdogs
+    /// close them within a second); returns how many.
+    pub fn revoke_credential(&self, credential: &str) -> usize {
+        let mut st = self.lock();
+        let mut n = 0;
+        for s in st.sessions.values_mut() {
+            if s.credential.as_deref() == Some(credential) {
+                s.revoked = true;
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// True once the session's credential was revoked.
+    pub fn is_revoked(&self, session: SessionId) -> bool {
+        self.lock()
+            .sessions
+            .get(&session)
+            .is_some_and(|s| s.revoked)
+    }
+
+    /// The authenticated sessions.
+    pub fn sessions(&self) -> Vec<SessionInfo> {
+        let st = self.lock();
+        st.sessions
+            .iter()
+            .filter(|(_, s)| s.authed)
+            .map(|(id, s)| SessionInfo {
+                id: *id,
+                client_id: s.client_id.clone(),
+                worker: s.worker,
+                credential: s.credential.clone(),
+                started: s.started,
+                os: s.os.clone(),
+                agent_version: s.agent_version.clone(),
+                metadata: s.metadata.clone(),
+            })
+            .collect()
+    }
+
+    /// The online agent endpoints.
+    pub fn tunnels(&self) -> Vec<TunnelInfo> {
+        let st = self.lock();
+        st.tunnels
+            .iter()
+            .filter(|(_, t)| t.session != 0)
+            .map(|(id, t)| TunnelInfo {
+                id: id.clone(),
+                url: t.url.clone(),
+                session: t.session,
+                client_id: st
+                    .sessions
+                    .get(&t.session)
+                    .map(|s| s.client_id.clone())
+                    .unwrap_or_default(),
+            })
+            .collect()
+    }
+
     pub fn config(&self) -> &RegistryConfig {
         &self.cfg
     }
@@ -354,6 +461,12 @@ impl Registry {
                 group: format!("s{id}"),
                 authed: false,
                 pressure: pressure.clone(),
+                credential: None,
+                revoked: false,
+                started: std::time::SystemTime::now(),
+                os: String::new(),
+                agent_version: String::new(),
+                metadata: String::new(),
             },
         );
         (id, pressure)
@@ -373,14 +486,18 @@ impl Registry {
     /// agent shows (the session is then closed).
     pub fn auth(&self, session: SessionId, auth: &Auth) -> Result<AuthResp, String> {
         let token = auth.extra.auth_token.as_bytes();
-        let ok = if self.cfg.auth_tokens.is_empty() {
-            self.cfg.dev
-        } else {
-            self.cfg
-                .auth_tokens
-                .iter()
-                .any(|t| ct_eq(t.as_bytes(), token))
-        };
+        let api = self.tokens.get();
+        let credential = api.and_then(|c| c.credential_for(&auth.extra.auth_token));
+        let api_empty = api.is_none_or(|c| c.is_empty());
+        let ok = credential.is_some()
+            || if self.cfg.auth_tokens.is_empty() {
+                self.cfg.dev && api_empty
+            } else {
+                self.cfg
+                    .auth_tokens
+                    .iter()
+                    .any(|t| ct_eq(t.as_bytes(), token))
+            };
         if !ok {
             let msg = if token.is_empty() {
                 "An authtoken is required to start a session on this edge."
@@ -410,6 +527,10 @@ impl Registry {
             Some(rec) => {
                 rec.authed = true;
                 rec.client_id = client_id.clone();
+                rec.credential = credential;
+                rec.os.clone_from(&auth.extra.os);
+                rec.agent_version.clone_from(&auth.extra.version);
+                rec.metadata.clone_from(&auth.extra.metadata);
                 if !auth.extra.ringress_group.is_empty() {
                     rec.group = format!("g:{}", auth.extra.ringress_group);
                 }

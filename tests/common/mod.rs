@@ -10,6 +10,7 @@
 #![allow(dead_code)]
 
 pub mod agent;
+pub mod api;
 pub mod client;
 pub mod edge;
 pub mod h2raw;

@@ -29,7 +29,7 @@ mod manager;
 mod order;
 mod schedule;
 mod storage;
-mod x509;
+pub(crate) mod x509;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
