@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod h2;
 pub mod http1;
+pub mod observe;
 pub mod policy;
 pub mod proxy;
 pub mod route;

@@ -142,6 +142,8 @@ pub struct EndpointConfig {
     pub url: url::EndpointUrl,
     pub upstream: Option<url::UpstreamUrl>,
     pub traffic_policy: Option<crate::policy::TrafficPolicy>,
+    /// Inspector and events overrides (`inspect`, `events`).
+    pub observe: crate::observe::config::EndpointObserve,
 }
 
 #[derive(Debug, Clone)]
@@ -157,6 +159,8 @@ pub struct EdgeConfig {
     pub settings: Settings,
     pub endpoints: Vec<EndpointConfig>,
     pub tunnel: TunnelConfig,
+    /// `[observe]`: metrics, events, inspector (fixed at start).
+    pub observe: crate::observe::config::ObserveConfig,
 }
 
 /// The dev base domain: every `*.localhost` name resolves to loopback.

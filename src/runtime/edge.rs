@@ -241,6 +241,17 @@ pub fn run(opts: EdgeOptions) -> Result<(), EdgeError> {
         registry,
         relays,
     });
+    let overrides = cfg
+        .endpoints
+        .iter()
+        .any(|e| e.observe != crate::observe::EndpointObserve::default());
+    let (observe_hub, worker_obs) = crate::observe::start(&cfg.observe, overrides, cfg.workers)
+        .map_err(|e| EdgeError::Workers(format!("cannot start observability: {e}")))?;
+    observe_hub.set_listeners(crate::observe::Listeners {
+        http: Some(http_addr),
+        https: https_addr,
+    });
+    let mut worker_obs = worker_obs.into_iter();
     let ticketer = crate::tls::server_config::ticketer()?;
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let grace = cfg.settings.timeouts.shutdown_grace;
@@ -282,6 +293,9 @@ pub fn run(opts: EdgeOptions) -> Result<(), EdgeError> {
             relay_rx: relay_rxs.next(),
             shared: shared.clone(),
             grace,
+            obs: worker_obs
+                .next()
+                .unwrap_or_else(crate::observe::WorkerObs::disabled),
         };
         let tx = tx.clone();
         let handle = std::thread::Builder::new()
