@@ -96,7 +96,7 @@ pub fn start(
 ) -> std::io::Result<(Arc<Hub>, Vec<WorkerObs>)> {
     let mut sinks = Vec::with_capacity(cfg.sinks.len());
     for s in &cfg.sinks {
-        sinks.push(sink::start(s)?);
+        sinks.push(sink::start(s, cfg.queue)?);
     }
     let queues = cfg.inspect != CaptureMode::Off || cfg.events_on() || overrides;
     let hub = Arc::new(Hub {
@@ -143,6 +143,8 @@ fn drain(hub: &Hub, flush: Receiver<Flush>, rxs: Vec<Receiver<Record>>, sinks: V
     let mut idle_rounds = 0u32;
     let mut open = vec![true; rxs.len()];
     let mut flush_open = true;
+    let mut last_report = std::time::Instant::now();
+    let mut reported = 0u64;
     loop {
         let mut work = 0usize;
         while flush_open {
@@ -176,6 +178,7 @@ fn drain(hub: &Hub, flush: Receiver<Flush>, rxs: Vec<Receiver<Record>>, sinks: V
         if !flush_open && open.iter().all(|o| !o) {
             return;
         }
+        report_drops(hub, &mut last_report, &mut reported);
         if work > 0 {
             idle_rounds = 0;
             continue;
@@ -183,6 +186,36 @@ fn drain(hub: &Hub, flush: Receiver<Flush>, rxs: Vec<Receiver<Record>>, sinks: V
         idle_rounds = idle_rounds.saturating_add(1);
         let ms = if idle_rounds < 50 { 1 } else { 20 };
         std::thread::sleep(Duration::from_millis(ms));
+    }
+}
+
+/// Logs, at most every 5 s, how many events were dropped since the last
+/// report (worker queues and sinks).
+fn report_drops(hub: &Hub, last: &mut std::time::Instant, reported: &mut u64) {
+    if last.elapsed() < Duration::from_secs(5) {
+        return;
+    }
+    *last = std::time::Instant::now();
+    let sinks: u64 = hub
+        .sinks
+        .iter()
+        .map(|s| s.dropped.load(Ordering::Relaxed))
+        .sum();
+    let workers: u64 = hub
+        .stats
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .flatten()
+        .map(|s| s.events_dropped)
+        .sum();
+    let total = sinks + workers;
+    if total > *reported {
+        warn!(
+            dropped = total - *reported,
+            total, "events dropped: a sink or the drainer cannot keep up (see ringress_events_dropped_total)"
+        );
+        *reported = total;
     }
 }
 

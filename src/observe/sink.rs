@@ -15,9 +15,6 @@ use tracing::warn;
 
 use super::config::SinkConfig;
 
-/// Lines a sink may have waiting.
-const SINK_QUEUE: usize = 65_536;
-
 /// A running sink, as the drainer sees it.
 pub struct Sink {
     pub name: String,
@@ -59,9 +56,9 @@ pub fn parse_http_url(url: &str) -> Option<(String, String)> {
     Some((authority, path.to_owned()))
 }
 
-/// Starts one sink's thread.
-pub fn start(cfg: &SinkConfig) -> std::io::Result<Sink> {
-    let (tx, rx) = sync_channel::<String>(SINK_QUEUE);
+/// Starts one sink's thread; `queue` lines may wait for it.
+pub fn start(cfg: &SinkConfig, queue: usize) -> std::io::Result<Sink> {
+    let (tx, rx) = sync_channel::<String>(queue);
     let dropped = Arc::new(AtomicU64::new(0));
     let written = Arc::new(AtomicU64::new(0));
     let w = written.clone();
