@@ -66,6 +66,12 @@ pub struct ObserveConfig {
     /// Events each worker may have waiting for the drainer (then they
     /// are dropped and counted).
     pub queue: usize,
+    /// A listener of its own for `/metrics` and the inspector (besides
+    /// the API listener), e.g. a private scrape port.
+    pub listen: Option<std::net::SocketAddr>,
+    /// Bearer tokens `listen` accepts; empty: no authentication (then it
+    /// must be a loopback address).
+    pub api_keys: Vec<String>,
 }
 
 impl Default for ObserveConfig {
@@ -78,6 +84,8 @@ impl Default for ObserveConfig {
             events: true,
             sinks: Vec::new(),
             queue: 8192,
+            listen: None,
+            api_keys: Vec::new(),
         }
     }
 }
@@ -115,6 +123,9 @@ pub struct FileObserve {
     events_queue: Option<usize>,
     #[serde(default)]
     sinks: Vec<FileSink>,
+    listen: Option<String>,
+    #[serde(default)]
+    api_keys: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -192,7 +203,33 @@ pub fn validate(file: Option<FileObserve>) -> Result<ObserveConfig, ConfigError>
             FileSink::Stdout => SinkConfig::Stdout,
         });
     }
+    let listen = match &f.listen {
+        Some(a) => {
+            let addr: std::net::SocketAddr = a.parse().map_err(|_| {
+                field(
+                    "observe.listen",
+                    format!("{a:?} is not an address like 127.0.0.1:9100"),
+                )
+            })?;
+            if f.api_keys.is_empty() && !addr.ip().is_loopback() {
+                return Err(field(
+                    "observe.listen",
+                    "a non-loopback address needs observe.api_keys",
+                ));
+            }
+            Some(addr)
+        }
+        None => None,
+    };
+    if f.api_keys.iter().any(|k| k.len() < 16) {
+        return Err(field(
+            "observe.api_keys",
+            "each key needs at least 16 characters",
+        ));
+    }
     Ok(ObserveConfig {
+        listen,
+        api_keys: f.api_keys,
         metrics: f.metrics.unwrap_or(d.metrics),
         inspect: f.inspect.unwrap_or(d.inspect),
         body_cap: f.inspect_body_cap.unwrap_or(d.body_cap),
@@ -260,6 +297,9 @@ type = "stdout"
             ),
             ("events_queue = 0", "greater than zero"),
             ("colour = 1", "unknown field"),
+            ("listen = \"nowhere\"", "observe.listen"),
+            ("listen = \"0.0.0.0:9100\"", "needs observe.api_keys"),
+            ("api_keys = [\"short\"]", "16 characters"),
         ] {
             let e = parse(text).unwrap_err().to_string();
             assert!(e.contains(needle), "{text}: {e}");

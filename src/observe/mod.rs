@@ -15,6 +15,7 @@ pub mod head;
 pub mod inspector;
 pub mod metrics;
 pub mod replay;
+pub mod server;
 pub mod sink;
 pub mod worker;
 

@@ -252,6 +252,18 @@ pub fn run(opts: EdgeOptions) -> Result<(), EdgeError> {
         https: https_addr,
     });
     let mut worker_obs = worker_obs.into_iter();
+    let observe_addr = match cfg.observe.listen {
+        Some(addr) => {
+            // Without the API's resolver, endpoint ids are URL-encoded URLs.
+            let api =
+                crate::observe::api::ObserveApi::new(observe_hub.clone(), Arc::new(|_: &str| None));
+            Some(
+                crate::observe::server::spawn(addr, api, cfg.observe.api_keys.clone())
+                    .map_err(|source| EdgeError::Bind { addr, source })?,
+            )
+        }
+        None => None,
+    };
     let ticketer = crate::tls::server_config::ticketer()?;
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let grace = cfg.settings.timeouts.shutdown_grace;
@@ -320,6 +332,9 @@ pub fn run(opts: EdgeOptions) -> Result<(), EdgeError> {
         .unwrap_or_default()
         + &tunnel_addr
             .map(|a| format!(" tunnel={a}"))
+            .unwrap_or_default()
+        + &observe_addr
+            .map(|a| format!(" observe={a}"))
             .unwrap_or_default();
     info!(
         "ringress edge ready http={http_addr}{https_field} workers={} driver={driver} endpoints={}",
