@@ -164,12 +164,17 @@ impl Inspector {
         self.rings.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// An endpoint's captures, newest first.
+    /// An endpoint's captures, newest (by start time) first. Workers hand
+    /// records over independently, so the ring is only roughly in order.
     pub fn list(&self, endpoint: &str, limit: usize) -> Vec<Arc<Captured>> {
-        self.lock()
+        let mut v: Vec<Arc<Captured>> = self
+            .lock()
             .get(endpoint)
-            .map(|r| r.iter().rev().take(limit).cloned().collect())
-            .unwrap_or_default()
+            .map(|r| r.iter().cloned().collect())
+            .unwrap_or_default();
+        v.sort_by(|a, b| b.start.cmp(&a.start));
+        v.truncate(limit);
+        v
     }
 
     pub fn get(&self, endpoint: &str, id: &str) -> Option<Arc<Captured>> {
@@ -205,7 +210,7 @@ mod tests {
             client: "127.0.0.1:1".parse().unwrap(),
             server_port: 80,
             conn_start: SystemTime::UNIX_EPOCH,
-            start: SystemTime::UNIX_EPOCH,
+            start: SystemTime::UNIX_EPOCH + Duration::from_secs(i.into()),
             duration: Duration::from_millis(1),
             status: 200 + i,
             req_head: b"GET / HTTP/1.1\r\nHost: a.test\r\n\r\n".to_vec(),

@@ -20,7 +20,7 @@ pub const CHROMIUM: &str = "/usr/bin/chromium";
 /// Any one WebDriver command.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 /// The W3C element reference key.
-const ELEMENT_KEY: &str = "element-6066-11e4-a6c6-0b4c3a3b4b4b";
+const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 /// A headless Chromium session.
 pub struct Browser {
@@ -214,14 +214,40 @@ fn request(port: u16, method: &str, path: &str, body: Option<&Value>) -> Result<
     );
     s.write_all(head.as_bytes()).map_err(|e| e.to_string())?;
     s.write_all(body.as_bytes()).map_err(|e| e.to_string())?;
+    // Read the head, then exactly Content-Length bytes (chromedriver may
+    // keep the connection open), or to EOF for chunked / unframed bodies.
     let mut raw = Vec::new();
-    s.read_to_end(&mut raw).map_err(|e| e.to_string())?;
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or("no response head")?;
+    let mut chunk = [0u8; 16 * 1024];
+    let split = loop {
+        if let Some(i) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i;
+        }
+        let n = s.read(&mut chunk).map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err("connection closed before a response head".into());
+        }
+        raw.extend_from_slice(&chunk[..n]);
+    };
     let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
     let mut body = raw[split + 4..].to_vec();
+    let length = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse::<usize>().ok());
+    match length {
+        Some(len) => {
+            while body.len() < len {
+                let n = s.read(&mut chunk).map_err(|e| e.to_string())?;
+                if n == 0 {
+                    break;
+                }
+                body.extend_from_slice(&chunk[..n]);
+            }
+        }
+        None => {
+            s.read_to_end(&mut body).map_err(|e| e.to_string())?;
+        }
+    }
     if head.contains("transfer-encoding: chunked") {
         body = dechunk(&body);
     }
