@@ -172,7 +172,7 @@ impl Inspector {
             .get(endpoint)
             .map(|r| r.iter().cloned().collect())
             .unwrap_or_default();
-        v.sort_by(|a, b| b.start.cmp(&a.start));
+        v.sort_by_key(|c| std::cmp::Reverse(c.start));
         v.truncate(limit);
         v
     }
