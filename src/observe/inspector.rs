@@ -125,9 +125,11 @@ impl Inspector {
         }
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let id = format!("req_{n:012}");
-        let replay_of = Head::parse(&r.req_head)
-            .get(REPLAY_HEADER)
-            .map(str::to_owned);
+        // Replays carry the header exactly as `replay` writes it; looking
+        // for those bytes avoids parsing every head.
+        let replay_of = memchr::memmem::find(&r.req_head, REPLAY_HEADER.as_bytes())
+            .map(|_| Head::parse(&r.req_head))
+            .and_then(|h| h.get(REPLAY_HEADER).map(str::to_owned));
         let c = Arc::new(Captured {
             id,
             endpoint: r.endpoint.clone(),

@@ -224,25 +224,27 @@ fn handle(hub: &Hub, rec: Record, sinks: &[sink::Sink]) {
     match rec {
         Record::Http(mut r) => {
             if r.events && !sinks.is_empty() {
-                match serde_json::to_string(&events::http_event(&r)) {
-                    Ok(line) => {
-                        hub.events_emitted.fetch_add(1, Ordering::Relaxed);
-                        for s in sinks {
-                            s.offer(&line);
-                        }
-                    }
-                    Err(e) => warn!(error = %e, "cannot serialise an event"),
-                }
+                let line = events::http_event(&r);
+                hub.events_emitted.fetch_add(1, Ordering::Relaxed);
+                offer(sinks, line);
             }
             hub.inspector.add(&mut r);
         }
         Record::Tcp(r) => {
-            if let Ok(line) = serde_json::to_string(&events::tcp_event(&r)) {
+            if !sinks.is_empty() {
                 hub.events_emitted.fetch_add(1, Ordering::Relaxed);
-                for s in sinks {
-                    s.offer(&line);
-                }
+                offer(sinks, events::tcp_event(&r));
             }
         }
+    }
+}
+
+/// Gives a line to every sink (the last one takes it without a copy).
+fn offer(sinks: &[sink::Sink], line: String) {
+    if let Some((last, rest)) = sinks.split_last() {
+        for s in rest {
+            s.offer(line.clone());
+        }
+        last.offer(line);
     }
 }

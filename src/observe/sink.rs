@@ -25,8 +25,8 @@ pub struct Sink {
 
 impl Sink {
     /// Queues one event line; counts it as dropped when the queue is full.
-    pub fn offer(&self, line: &str) {
-        match self.tx.try_send(line.to_owned()) {
+    pub fn offer(&self, line: String) {
+        match self.tx.try_send(line) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
