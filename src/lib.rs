@@ -8,6 +8,7 @@
 pub mod agent;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod h2;
 pub mod http1;
 pub mod observe;

@@ -34,6 +34,7 @@ fn main() -> std::process::ExitCode {
                 listen_http: args.listen_http,
                 listen_https: args.listen_https,
                 listen_tunnel: args.listen_tunnel,
+                listen_api: args.listen_api,
                 data_dir: args.data_dir,
             },
             check: args.check,

@@ -222,3 +222,30 @@ fn metrics_off_is_a_404_and_bad_observe_config_is_refused() {
         assert!(out.stderr.contains(needle), "{bad}: {}", out.stderr);
     }
 }
+
+#[test]
+fn the_api_listener_mounts_the_observability_routes() {
+    let up = Upstream::start(Behaviour::fixed(
+        "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+    ));
+    let edge = Edge::start(&format!(
+        "[[endpoints]]\nurl = \"http://{APP_HOST}\"\nupstream = \"{}\"\n\n[listen]\nhttp = \"127.0.0.1:0\"\napi = \"127.0.0.1:0\"\n",
+        up.url()
+    ));
+    let api = edge.listener_addr("api");
+    // The page needs no key; the data routes need the API's.
+    let (status, page) = api_get(api, "/inspect", None);
+    assert_eq!(status, 200);
+    assert!(page.contains("ringress inspector"));
+    let (status, body) = api_get(api, "/metrics", None);
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("ERR_NGROK_"), "{body}");
+    let (status, _) = api_get(
+        api,
+        "/endpoints/http%3A%2F%2Fapp.example.com/requests",
+        Some("not-a-key"),
+    );
+    assert_eq!(status, 401);
+    // Paths that are not the mount's are the API's (404 here).
+    assert_eq!(api_get(api, "/no-such-route", None).0, 404);
+}

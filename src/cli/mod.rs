@@ -183,6 +183,10 @@ pub struct EdgeArgs {
     /// Agent tunnel listener address (overrides `listen.tunnel`).
     #[arg(long)]
     pub listen_tunnel: Option<SocketAddr>,
+    /// REST API listener address (overrides `listen.api`; loopback is
+    /// advised). Without it or `listen.api`, the edge runs no API.
+    #[arg(long)]
+    pub listen_api: Option<SocketAddr>,
     /// Development mode: loopback listeners (8080/8443), a local CA in the
     /// data dir, base domain ringress.localhost.
     #[arg(long)]

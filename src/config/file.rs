@@ -34,6 +34,16 @@ struct FileConfig {
     endpoints: Vec<FileEndpoint>,
     tunnel: Option<FileTunnel>,
     observe: Option<crate::observe::config::FileObserve>,
+    #[serde(default)]
+    api: FileApi,
+}
+
+/// The REST API listener's TLS (the address is `[listen] api`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileApi {
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -51,6 +61,7 @@ struct FileListen {
     http: Option<String>,
     https: Option<String>,
     tunnel: Option<String>,
+    api: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -261,6 +272,22 @@ fn validate(file: FileConfig, mode: LoadMode) -> Result<EdgeConfig, ConfigError>
             )?,
         },
     };
+    let api = file
+        .listen
+        .api
+        .as_deref()
+        .map(|a| socket_addr("listen.api", a))
+        .transpose()?;
+    let api_tls = match (file.api.tls_cert, file.api.tls_key) {
+        (Some(c), Some(k)) => Some((c, k)),
+        (None, None) => None,
+        _ => {
+            return Err(ConfigError::Field {
+                field: "api".into(),
+                reason: "tls_cert and tls_key go together".into(),
+            })
+        }
+    };
     let https = socket_addr(
         "listen.https",
         file.listen.https.as_deref().unwrap_or(https_default),
@@ -397,7 +424,9 @@ fn validate(file: FileConfig, mode: LoadMode) -> Result<EdgeConfig, ConfigError>
             http,
             https: https_needed.then_some(https),
             tunnel: tunnel_wanted.then_some(tunnel_listen),
+            api,
         },
+        api: super::ApiConfig { tls: api_tls },
         tunnel,
         dev: mode.dev,
         data_dir: file.data_dir.unwrap_or_else(|| default_data_dir(mode.dev)),

@@ -44,6 +44,16 @@ pub struct Listen {
     /// The agent tunnel listener (TLS, ngrok's agent protocol); `None`
     /// when no agent may connect.
     pub tunnel: Option<SocketAddr>,
+    /// The REST API listener (`[listen] api`, `--listen-api`); `None`: no
+    /// API and no store.
+    pub api: Option<SocketAddr>,
+}
+
+/// The REST API's own settings.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ApiConfig {
+    /// PEM certificate chain and key: the API then speaks HTTPS.
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 /// Agent sessions: who may connect and how their URLs are named.
@@ -161,6 +171,7 @@ pub struct EdgeConfig {
     pub tunnel: TunnelConfig,
     /// `[observe]`: metrics, events, inspector (fixed at start).
     pub observe: crate::observe::config::ObserveConfig,
+    pub api: ApiConfig,
 }
 
 /// The dev base domain: every `*.localhost` name resolves to loopback.

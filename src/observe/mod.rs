@@ -14,6 +14,7 @@ pub mod events;
 pub mod head;
 pub mod inspector;
 pub mod metrics;
+pub mod mount;
 pub mod replay;
 pub mod server;
 pub mod sink;

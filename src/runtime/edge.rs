@@ -18,6 +18,7 @@ use tracing::{error, info, warn};
 use super::snapshot::{Snapshot, SnapshotStore, TlsMaterial};
 use super::worker::{self, DriverKind, Shared, WorkerSpec};
 use crate::config::{self, ConfigError, EdgeConfig};
+use crate::control::api::{ApiAuth, ApiServer, Mount, Routes};
 use crate::tls::acme::{AcmeHandle, AcmeSettings, Challenges, IssuedCert};
 use crate::tls::local_ca::LocalCa;
 use crate::tunnel::registry::{Registry, RegistryConfig};
@@ -45,6 +46,8 @@ pub enum EdgeError {
     Tls(#[from] rustls::Error),
     #[error("ACME: {0}")]
     Acme(String),
+    #[error("API: {0}")]
+    Api(String),
 }
 
 /// What wakes the control thread.
@@ -91,6 +94,7 @@ pub struct Overrides {
     pub listen_http: Option<SocketAddr>,
     pub listen_https: Option<SocketAddr>,
     pub listen_tunnel: Option<SocketAddr>,
+    pub listen_api: Option<SocketAddr>,
     pub data_dir: Option<PathBuf>,
 }
 
@@ -137,6 +141,9 @@ fn load(opts: &EdgeOptions) -> Result<EdgeConfig, ConfigError> {
             cfg.listen.https = default.parse().ok();
         }
     }
+    if let Some(addr) = opts.overrides.listen_api {
+        cfg.listen.api = Some(addr);
+    }
     if let Some(dir) = &opts.overrides.data_dir {
         cfg.data_dir = dir.clone();
     }
@@ -168,6 +175,59 @@ fn bind_reuseport(addr: SocketAddr, n: usize) -> Result<Vec<std::net::TcpListene
         out.push(l);
     }
     Ok(out)
+}
+
+/// Binds the API listener (reported before anything starts).
+fn bind_api(cfg: &EdgeConfig) -> Result<Option<std::net::TcpListener>, EdgeError> {
+    let Some(addr) = cfg.listen.api else {
+        return Ok(None);
+    };
+    std::net::TcpListener::bind(addr)
+        .map(Some)
+        .map_err(|source| EdgeError::Bind { addr, source })
+}
+
+/// The API listener's TLS config from `[api] tls_cert`/`tls_key`.
+fn api_tls(cfg: &EdgeConfig) -> Result<Option<Arc<rustls::ServerConfig>>, EdgeError> {
+    let Some((cert, key)) = &cfg.api.tls else {
+        return Ok(None);
+    };
+    let read = |p: &std::path::Path| {
+        std::fs::read(p).map_err(|e| EdgeError::Api(format!("cannot read {}: {e}", p.display())))
+    };
+    let key = crate::tls::certified_key_from_pem(&read(cert)?, &read(key)?)
+        .map_err(|e| EdgeError::Api(format!("api TLS: {e}")))?;
+    let config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(crate::control::api::server::OneCert(key)));
+    let mut config = config;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Some(Arc::new(config)))
+}
+
+/// Starts the API server with the edge's own routes and the other modules'
+/// mounts.
+fn start_api(
+    listener: Option<std::net::TcpListener>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    routes: impl FnOnce() -> (Arc<dyn Mount>, ApiAuth),
+    mounts: Vec<Arc<dyn Mount>>,
+) -> Result<Option<ApiServer>, EdgeError> {
+    let Some(listener) = listener else {
+        return Ok(None);
+    };
+    let (own, auth) = routes();
+    ApiServer::start(
+        listener,
+        Routes {
+            own,
+            mounts,
+            auth,
+            tls,
+        },
+    )
+    .map(Some)
+    .map_err(|e| EdgeError::Api(e.to_string()))
 }
 
 /// Runs the edge until SIGTERM/SIGINT.
@@ -217,6 +277,9 @@ pub fn run(opts: EdgeOptions) -> Result<(), EdgeError> {
         .as_deref()
         .zip(cfg.listen.https)
         .map(|(l, a)| local_addr_of(l, a));
+    let api_listener = bind_api(&cfg)?;
+    let api_addr = api_listener.as_ref().and_then(|l| l.local_addr().ok());
+    let api_tls = api_tls(&cfg)?;
     let challenges = Challenges::new();
     let acme = start_acme(&cfg, &challenges, &events_tx)?;
     if let Some(acme) = &acme {
@@ -325,6 +388,23 @@ pub fn run(opts: EdgeOptions) -> Result<(), EdgeError> {
             Err(e) => return Err(EdgeError::Workers(format!("worker did not start: {e}"))),
         }
     }
+    // Other modules add their routes here (observe: /metrics, captures).
+    // Endpoint ids: until the API resolves its own, the percent-encoded URL.
+    let observe_api =
+        crate::observe::api::ObserveApi::new(observe_hub.clone(), Arc::new(|_: &str| None));
+    let mounts: Vec<Arc<dyn Mount>> =
+        vec![crate::observe::mount::ObserveMount::new(observe_api) as Arc<dyn Mount>];
+    let api = start_api(
+        api_listener,
+        api_tls,
+        || {
+            (
+                Arc::new(crate::control::api::placeholder::NoRoutes) as Arc<dyn Mount>,
+                ApiAuth::new(Arc::new(crate::control::api::placeholder::NoKeys)),
+            )
+        },
+        mounts,
+    )?;
     worker::log_driver(&kinds);
     let driver = kinds.first().map(|k| k.as_str()).unwrap_or("none");
     let https_field = https_addr
@@ -335,7 +415,8 @@ pub fn run(opts: EdgeOptions) -> Result<(), EdgeError> {
             .unwrap_or_default()
         + &observe_addr
             .map(|a| format!(" observe={a}"))
-            .unwrap_or_default();
+            .unwrap_or_default()
+        + &api_addr.map(|a| format!(" api={a}")).unwrap_or_default();
     info!(
         "ringress edge ready http={http_addr}{https_field} workers={} driver={driver} endpoints={}",
         handles.len(),
@@ -402,6 +483,9 @@ pub fn run(opts: EdgeOptions) -> Result<(), EdgeError> {
         }
     }
     shared.stopping.store(true, Ordering::Release);
+    if let Some(api) = api {
+        api.stop();
+    }
     if let Some(acme) = acme {
         acme.shutdown();
     }
