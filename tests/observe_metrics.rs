@@ -249,3 +249,74 @@ fn the_api_listener_mounts_the_observability_routes() {
     // Paths that are not the mount's are the API's (404 here).
     assert_eq!(api_get(api, "/no-such-route", None).0, 404);
 }
+
+#[test]
+fn http2_and_tls_are_counted() {
+    let up = Upstream::start(Behaviour::fixed(
+        "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+    ));
+    let data = tempfile::tempdir().unwrap();
+    let https = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let edge = Edge::builder(&format!(
+        "[[endpoints]]\nurl = \"https://app.ringress.localhost\"\nupstream = \"{}\"\n\n[observe]\nlisten = \"127.0.0.1:0\"\n",
+        up.url()
+    ))
+    .arg("--listen-https")
+    .arg(&https.to_string())
+    .arg("--dev")
+    .arg("--data-dir")
+    .arg(&data.path().to_string_lossy())
+    .start();
+    let ca = data.path().join("ca.pem");
+    for proto in ["--http2", "--http1.1"] {
+        let out = Command::new("curl")
+            .args(["-sS", proto, "--max-time", "20", "--cacert"])
+            .arg(&ca)
+            .arg("--resolve")
+            .arg(format!("app.ringress.localhost:{}:127.0.0.1", https.port()))
+            .arg(format!("https://app.ringress.localhost:{}/", https.port()))
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "ok",
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // A handshake that fails (no SNI the edge knows... a plain-text hello).
+    let mut s = TcpStream::connect(https).unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+    let _ = s.read(&mut [0u8; 64]);
+    drop(s);
+    let api = edge.listener_addr("observe");
+    let ep = "endpoint=\"https://app.ringress.localhost\"";
+    let mut text = String::new();
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            text = api_get(api, "/metrics", None).1;
+            metric(
+                &text,
+                &format!("ringress_http_requests_total{{{ep},status_class=\"2xx\"}}"),
+            ) == 2
+                && metric(
+                    &text,
+                    "ringress_tls_handshakes_total{listener=\"https\",result=\"failed\"}",
+                ) >= 1
+        }),
+        "{text}"
+    );
+    assert!(
+        metric(
+            &text,
+            "ringress_tls_handshakes_total{listener=\"https\",result=\"ok\"}"
+        ) >= 2
+    );
+    assert!(
+        metric(
+            &text,
+            "ringress_connections_accepted_total{listener=\"https\"}"
+        ) >= 3
+    );
+    promtool_check(&text);
+}
