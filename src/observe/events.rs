@@ -30,8 +30,18 @@ fn event_id(out: &mut String) {
 
 /// A JSON string literal.
 fn string(out: &mut String, s: &str) {
+    string_with(out, s, |c, _| c);
+}
+
+/// A JSON string literal of `s` with each character mapped by `f` (which
+/// also gets the previous character).
+fn string_with(out: &mut String, s: &str, f: impl Fn(char, Option<char>) -> char) {
     out.push('"');
+    let mut prev = None;
     for c in s.chars() {
+        let mapped = f(c, prev);
+        prev = Some(c);
+        let c = mapped;
         match c {
             '"' => out.push_str("\\\""),
             '\\' => out.push_str("\\\\"),
@@ -108,7 +118,11 @@ fn headers(out: &mut String, head: &HeadRef<'_>) {
             out.push(',');
         }
         first = false;
-        string(out, &super::head::canonical_name(name));
+        // Content-Type: upper case at the start and after '-'.
+        string_with(out, name, |c, prev| match prev {
+            None | Some('-') => c.to_ascii_uppercase(),
+            _ => c.to_ascii_lowercase(),
+        });
         out.push_str(":[");
         let mut first_v = true;
         for (_, v) in head.fields[i..]
@@ -119,7 +133,7 @@ fn headers(out: &mut String, head: &HeadRef<'_>) {
                 out.push(',');
             }
             first_v = false;
-            string(out, &v.to_ascii_lowercase());
+            string_with(out, v, |c, _| c.to_ascii_lowercase());
         }
         out.push(']');
     }
