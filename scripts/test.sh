@@ -161,6 +161,40 @@ install_oidc_provider() {
 }
 step "install OIDC test provider" install_oidc_provider
 
+# Edge observability tests (tests/observe_*.rs): headless Chromium driven by
+# chromedriver for the inspector page, promtool for /metrics.
+install_observe_tools() {
+    local missing=()
+    [ -x /usr/bin/chromium ] || missing+=(chromium)
+    [ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
+    have promtool || missing+=(prometheus)
+    if [ "${#missing[@]}" -eq 0 ]; then
+        echo "all observe tools present (chromium chromedriver promtool)"
+        return 0
+    fi
+    echo "missing: ${missing[*]}"
+    local sudo=()
+    if [ "$(id -u)" -ne 0 ]; then
+        have sudo || { echo "not root and no sudo: cannot install ${missing[*]}" >&2; return 1; }
+        sudo=(sudo)
+    fi
+    have apt-get || { echo "no apt-get: install ${missing[*]} by hand" >&2; return 1; }
+    # prometheus's package would start the server: keep services down.
+    local policy=/usr/sbin/policy-rc.d made_policy=0 rc=0
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\nexit 101\n' | "${sudo[@]}" tee "$policy" >/dev/null
+        "${sudo[@]}" chmod +x "$policy"
+        made_policy=1
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    "${sudo[@]}" apt-get update -q || rc=$?
+    [ "$rc" -ne 0 ] || "${sudo[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}" || rc=$?
+    [ "$made_policy" -eq 0 ] || "${sudo[@]}" rm -f "$policy"
+    return "$rc"
+}
+
+step "install observe tools" install_observe_tools
+
 # ---------------------------------------------------------------- checks
 
 step "cargo fmt --check" cargo fmt --all -- --check

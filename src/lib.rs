@@ -11,6 +11,7 @@ pub mod config;
 pub mod control;
 pub mod h2;
 pub mod http1;
+pub mod observe;
 pub mod policy;
 pub mod proxy;
 pub mod route;

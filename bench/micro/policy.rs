@@ -25,6 +25,7 @@ fn endpoint(policy: Option<&str>) -> Arc<Endpoint> {
         upstream: None,
         policy: policy.map(|p| Arc::new(CompiledPolicy::from_text(p).expect("valid policy"))),
         tunnel: None,
+        observe: Default::default(),
     })
 }
 

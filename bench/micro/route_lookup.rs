@@ -16,6 +16,7 @@ fn endpoint(host: String) -> Arc<Endpoint> {
         upstream: None,
         policy: None,
         tunnel: None,
+        observe: Default::default(),
     })
 }
 

@@ -33,6 +33,7 @@ struct FileConfig {
     #[serde(default)]
     endpoints: Vec<FileEndpoint>,
     tunnel: Option<FileTunnel>,
+    observe: Option<crate::observe::config::FileObserve>,
     #[serde(default)]
     api: FileApi,
 }
@@ -120,6 +121,10 @@ struct FileEndpoint {
     /// A YAML or JSON policy document (relative paths from the working
     /// directory), instead of the inline `traffic_policy`.
     traffic_policy_file: Option<PathBuf>,
+    /// Inspector capture for this endpoint (`off`, `metadata`, `full`).
+    inspect: Option<crate::observe::config::CaptureMode>,
+    /// Whether this endpoint emits events.
+    events: Option<bool>,
 }
 
 /// Where the edge listens when neither the file nor a flag says.
@@ -453,6 +458,10 @@ fn validate(file: FileConfig, mode: LoadMode) -> Result<EdgeConfig, ConfigError>
             url,
             upstream,
             traffic_policy,
+            observe: crate::observe::config::EndpointObserve {
+                inspect: e.inspect,
+                events: e.events,
+            },
         });
     }
     let https_needed = mode.dev
@@ -476,6 +485,7 @@ fn validate(file: FileConfig, mode: LoadMode) -> Result<EdgeConfig, ConfigError>
         tls,
         settings: Settings { timeouts, limits },
         endpoints,
+        observe: crate::observe::config::validate(file.observe)?,
     })
 }
 

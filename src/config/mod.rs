@@ -158,6 +158,8 @@ pub struct EndpointConfig {
     pub url: url::EndpointUrl,
     pub upstream: Option<url::UpstreamUrl>,
     pub traffic_policy: Option<crate::policy::TrafficPolicy>,
+    /// Inspector and events overrides (`inspect`, `events`).
+    pub observe: crate::observe::config::EndpointObserve,
 }
 
 #[derive(Debug, Clone)]
@@ -173,6 +175,8 @@ pub struct EdgeConfig {
     pub settings: Settings,
     pub endpoints: Vec<EndpointConfig>,
     pub tunnel: TunnelConfig,
+    /// `[observe]`: metrics, events, inspector (fixed at start).
+    pub observe: crate::observe::config::ObserveConfig,
     pub api: ApiConfig,
 }
 

@@ -66,6 +66,9 @@ struct Conn<S> {
     conn_info: policy::ConnInfo,
     /// The endpoint whose on_tcp_connect phase this connection passed.
     tcp_passed: Option<Arc<Endpoint>>,
+    /// Metrics, event and capture record of the current exchange.
+    ob: crate::observe::Exchange,
+    meta: crate::observe::ConnMeta,
 }
 
 /// What the request policy left to do.
@@ -93,6 +96,7 @@ pub async fn serve<S>(client: S, peer: SocketAddr, ctx: Rc<WorkerCtx>, scheme: S
 where
     S: AsyncReadRent + AsyncWriteRent + Split,
 {
+    let meta = crate::observe::ConnMeta::new(&ctx.obs, peer, scheme.as_str(), "HTTP/1.1");
     let mut conn = Conn {
         client,
         scheme,
@@ -114,14 +118,27 @@ where
             tls: None,
         },
         tcp_passed: None,
+        ob: crate::observe::Exchange::new(),
+        meta,
     };
     loop {
         let snap = conn.ctx.snapshots.get();
         let next = match conn.read_head(&snap.settings).await {
-            Ok(true) => conn.exchange(&snap).await,
+            Ok(true) => {
+                let head = &conn.rbuf[..conn.req.head_len];
+                conn.ob.begin(&conn.ctx.obs, &mut conn.meta, head);
+                conn.exchange(&snap).await
+            }
             Ok(false) => Next::Abort,
-            Err(err) => conn.reply_error(err, "", false, &snap.settings).await,
+            Err(err) => {
+                conn.ob.begin(&conn.ctx.obs, &mut conn.meta, &[]);
+                conn.reply_error(err, "", false, &snap.settings).await
+            }
         };
+        conn.ctx.obs.finish(&mut conn.ob, &mut conn.meta);
+        if !matches!(next, Next::KeepAlive) || conn.ctx.drain.is_fired() {
+            conn.ctx.obs.conn_closed(&conn.meta);
+        }
         match next {
             Next::KeepAlive if !conn.ctx.drain.is_fired() => continue,
             Next::KeepAlive | Next::Close => {
@@ -252,6 +269,12 @@ where
                 .reply_error(EdgeError::NO_ENDPOINT, &detail, true, settings)
                 .await;
         };
+        if self.ob.is_active() {
+            let port = authority_port(self.req.authority.get(&self.rbuf), self.scheme);
+            self.ob.endpoint(&self.ctx.obs, &endpoint, port);
+            self.meta.server_port = port;
+            self.meta.server_name.clone_from(&self.host);
+        }
         if let Some(up) = self.req.upgrade {
             let wants_ws = up.get(&self.rbuf).eq_ignore_ascii_case(b"websocket");
             if wants_ws && !self.req.connection_upgrade {
@@ -465,6 +488,7 @@ where
     /// Writes `wbuf` (a reply made by the edge), then discards the request
     /// body when the connection is kept.
     async fn finish_own_reply(&mut self, close: bool, settings: &Settings) -> Next {
+        self.ob.own_reply(&self.wbuf);
         let wbuf = std::mem::take(&mut self.wbuf);
         let (res, wbuf) = write_all(&mut self.client, wbuf, settings.timeouts.client_idle).await;
         self.wbuf = wbuf;
@@ -511,7 +535,9 @@ where
         self.wbuf.clear();
         error_page::render(err, detail, json, close, &mut self.wbuf);
         debug!(status = err.status, code = err.code, "edge error reply");
+        self.ob.error(err.code);
         if !parsed {
+            self.ob.own_reply(&self.wbuf);
             // Nothing after a malformed head can be trusted: drop it.
             self.rbuf.clear();
             let wbuf = std::mem::take(&mut self.wbuf);
@@ -582,6 +608,7 @@ where
         let mut body = BodyDecoder::new(self.req.framing);
         match body.scan(&self.rbuf) {
             Ok(n) => {
+                self.ob.req_body(&self.rbuf[..n]);
                 self.wbuf.extend_from_slice(&self.rbuf[..n]);
                 self.rbuf.drain(..n);
             }
@@ -699,6 +726,7 @@ where
             Some(&self.policy.res),
             &mut self.wbuf,
         );
+        self.ob.response_head(&self.wbuf);
         self.ubuf.drain(..self.res.head_len);
         if let Some(enc) = self.policy.res.compress {
             return self.relay_compressed(up, enc, close_client, settings).await;
@@ -706,6 +734,7 @@ where
         let mut rbody = BodyDecoder::new(self.res.framing);
         match rbody.scan(&self.ubuf) {
             Ok(n) => {
+                self.ob.res_body(&self.ubuf[..n]);
                 self.wbuf.extend_from_slice(&self.ubuf[..n]);
                 self.ubuf.drain(..n);
             }
@@ -737,6 +766,7 @@ where
                 Ok(n) => n,
                 Err(_) => return Next::Abort,
             };
+            self.ob.res_body(&self.ubuf[..n]);
             let ubuf = std::mem::take(&mut self.ubuf);
             let (res, mut ubuf) = write_prefix(&mut self.client, ubuf, n, t.client_idle).await;
             if res.is_err() {
@@ -785,6 +815,7 @@ where
         if outcome == ResponseOutcome::Relay {
             return None;
         }
+        self.ob.own_reply(&self.wbuf);
         let wbuf = std::mem::take(&mut self.wbuf);
         let (res, wbuf) = write_all(&mut self.client, wbuf, settings.timeouts.client_idle).await;
         self.wbuf = wbuf;
@@ -899,6 +930,7 @@ where
                         .await)
                 }
             };
+            self.ob.req_body(&self.rbuf[..n]);
             let buf = std::mem::take(&mut self.rbuf);
             let (res, mut buf) = write_prefix(up, buf, n, t.upstream_idle).await;
             if res.is_err() {
@@ -921,6 +953,7 @@ where
         let t = &settings.timeouts;
         self.wbuf.clear();
         encode_response_head(&self.ubuf, &self.res, ClientConn::Upgrade, &mut self.wbuf);
+        self.ob.response_head(&self.wbuf);
         self.ubuf.drain(..self.res.head_len);
         self.wbuf.extend_from_slice(&self.ubuf);
         self.ubuf.clear();

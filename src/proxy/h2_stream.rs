@@ -42,6 +42,7 @@ pub async fn handle(
 ) {
     let snap = ctx.snapshots.get();
     let settings: Settings = snap.settings;
+    let mut obs = StreamObs::new(ctx.clone(), peer);
     let json = req.headers().get_all(http::header::ACCEPT).iter().any(|v| {
         let v = v.as_bytes();
         contains(v, b"application/json") && !contains(v, b"text/html")
@@ -61,7 +62,7 @@ pub async fn handle(
                 code: None,
                 message: "The request cannot be proxied.",
             };
-            send_error(&mut respond, err, &e.to_string(), json);
+            send_error(&mut respond, &mut obs, err, &e.to_string(), json);
             return;
         }
     };
@@ -73,19 +74,21 @@ pub async fn handle(
             code: None,
             message: "WebSockets over HTTP/2 are not supported; use HTTP/1.1.",
         };
-        send_error(&mut respond, err, "", json);
+        send_error(&mut respond, &mut obs, err, "", json);
         return;
     }
     let mut head = RequestHead::new();
     if !matches!(head.parse(&h1, settings.limits.max_head_bytes), Ok(true)) {
         let err = EdgeError::protocol(crate::http1::ParseError::Syntax("request"));
-        send_error(&mut respond, err, "", json);
+        send_error(&mut respond, &mut obs, err, "", json);
         return;
     }
+    obs.ex
+        .begin(&ctx.obs, &mut obs.meta, &h1[..head.head_len.min(h1.len())]);
     let mut host = String::new();
     if !normalize_host(head.authority.get(&h1), &mut host) {
         let err = EdgeError::protocol(crate::http1::ParseError::InvalidHost);
-        send_error(&mut respond, err, "", json);
+        send_error(&mut respond, &mut obs, err, "", json);
         return;
     }
     let tunnels = ctx.tunnels.table();
@@ -94,9 +97,16 @@ pub async fn handle(
         .cloned()
     else {
         let detail = format!("No endpoint is online for {host}.");
-        send_error(&mut respond, EdgeError::NO_ENDPOINT, &detail, json);
+        send_error(
+            &mut respond,
+            &mut obs,
+            EdgeError::NO_ENDPOINT,
+            &detail,
+            json,
+        );
         return;
     };
+    obs.ex.endpoint(&ctx.obs, &endpoint, 443);
     let head_request = head.method() == Method::Head;
     // Phases on_tcp_connect (per stream here) and on_http_request.
     let mut ex = policy::Exchange::new();
@@ -125,7 +135,7 @@ pub async fn handle(
             match buffer_body(recv.take(), limit).await {
                 Ok(b) => buffered = Some(b),
                 Err(e) => {
-                    send_error(&mut respond, e, "", json);
+                    send_error(&mut respond, &mut obs, e, "", json);
                     return;
                 }
             }
@@ -153,7 +163,7 @@ pub async fn handle(
         {
             RequestOutcome::Forward(t) => target = t,
             RequestOutcome::Replied => {
-                send_raw_reply(&mut respond, &out).await;
+                send_raw_reply(&mut respond, &mut obs, &out).await;
                 return;
             }
             RequestOutcome::Close => {
@@ -163,7 +173,7 @@ pub async fn handle(
         }
     }
     let Some(target) = Target::of(target.as_ref().unwrap_or(&endpoint)) else {
-        send_error(&mut respond, EdgeError::NO_ENDPOINT, "", json);
+        send_error(&mut respond, &mut obs, EdgeError::NO_ENDPOINT, "", json);
         return;
     };
 
@@ -202,7 +212,7 @@ pub async fn handle(
     {
         Ok(up) => up,
         Err(e) => {
-            send_error(&mut respond, e, &endpoint.url, json);
+            send_error(&mut respond, &mut obs, e, &endpoint.url, json);
             return;
         }
     };
@@ -210,7 +220,7 @@ pub async fn handle(
         let chunked = conv.framing == Framing::Chunked;
         if let Err(e) = forward_body(recv, &mut up, chunked, &settings).await {
             if let Some(e) = e {
-                send_error(&mut respond, e, "", json);
+                send_error(&mut respond, &mut obs, e, "", json);
             } else {
                 respond.send_reset(Reason::CANCEL);
             }
@@ -232,7 +242,7 @@ pub async fn handle(
         )
         .await
         {
-            send_error(&mut respond, e, "", json);
+            send_error(&mut respond, &mut obs, e, "", json);
             return;
         }
         if res.is_informational() && res.status != 101 {
@@ -260,7 +270,7 @@ pub async fn handle(
             == ResponseOutcome::Replied
         {
             // The upstream's body is not read: its connection is dropped.
-            send_raw_reply(&mut respond, &out).await;
+            send_raw_reply(&mut respond, &mut obs, &out).await;
             return;
         }
     }
@@ -284,7 +294,13 @@ pub async fn handle(
     let response = match converted {
         Ok(r) => r,
         Err(_) => {
-            send_error(&mut respond, EdgeError::UPSTREAM_INVALID, "", json);
+            send_error(
+                &mut respond,
+                &mut obs,
+                EdgeError::UPSTREAM_INVALID,
+                "",
+                json,
+            );
             return;
         }
     };
@@ -310,6 +326,7 @@ pub async fn handle(
     };
     let reusable = res.keep_alive;
     let framing = res.framing;
+    obs.ex.response_head(&ubuf[..res.head_len]);
     ubuf.drain(..res.head_len);
     if no_body {
         if reusable && ubuf.is_empty() {
@@ -493,7 +510,8 @@ async fn buffer_body(recv: Option<RecvStream>, limit: usize) -> Result<Vec<u8>, 
 }
 
 /// Sends a reply the policy wrote as HTTP/1.1 bytes.
-async fn send_raw_reply(respond: &mut SendResponse<Bytes>, raw: &[u8]) {
+async fn send_raw_reply(respond: &mut SendResponse<Bytes>, obs: &mut StreamObs, raw: &[u8]) {
+    obs.ex.own_reply(raw);
     match memchr::memmem::find(raw, b"\r\n\r\n") {
         Some(i) => send_h1_response(respond, &raw[..i + 4], &raw[i + 4..]).await,
         None => respond.send_reset(Reason::INTERNAL_ERROR),
@@ -525,9 +543,17 @@ async fn send_h1_response(respond: &mut SendResponse<Bytes>, raw: &[u8], body: &
 
 /// An edge error page as an h2 response (small: sent without waiting for
 /// flow-control capacity beyond h2's initial window).
-fn send_error(respond: &mut SendResponse<Bytes>, err: EdgeError, detail: &str, json: bool) {
+fn send_error(
+    respond: &mut SendResponse<Bytes>,
+    obs: &mut StreamObs,
+    err: EdgeError,
+    detail: &str,
+    json: bool,
+) {
     let mut raw = Vec::with_capacity(512);
     error_page::render(err, detail, json, false, &mut raw);
+    obs.ex.error(err.code);
+    obs.ex.own_reply(&raw);
     let Some(split) = memchr::memmem::find(&raw, b"\r\n\r\n") else {
         respond.send_reset(Reason::INTERNAL_ERROR);
         return;
@@ -549,5 +575,31 @@ fn send_error(respond: &mut SendResponse<Bytes>, err: EdgeError, detail: &str, j
         if !body.is_empty() {
             let _ = send.send_data(Bytes::copy_from_slice(body), true);
         }
+    }
+}
+
+/// A stream's metrics/event/capture record, finished when the stream
+/// task ends (whichever return it takes). HTTP/2 body sizes are not
+/// counted yet.
+struct StreamObs {
+    ctx: Rc<WorkerCtx>,
+    ex: crate::observe::Exchange,
+    meta: crate::observe::ConnMeta,
+}
+
+impl StreamObs {
+    fn new(ctx: Rc<WorkerCtx>, peer: std::net::SocketAddr) -> Self {
+        let meta = crate::observe::ConnMeta::new(&ctx.obs, peer, "https", "HTTP/2.0");
+        StreamObs {
+            ctx,
+            ex: crate::observe::Exchange::new(),
+            meta,
+        }
+    }
+}
+
+impl Drop for StreamObs {
+    fn drop(&mut self) {
+        self.ctx.obs.finish(&mut self.ex, &mut self.meta);
     }
 }

@@ -39,6 +39,8 @@ pub struct Endpoint {
     pub policy: Option<std::sync::Arc<CompiledPolicy>>,
     /// Agent endpoints: the sessions that bound this URL.
     pub tunnel: Option<TunnelTarget>,
+    /// Inspector and events overrides (agent endpoints: none).
+    pub observe: crate::observe::config::EndpointObserve,
 }
 
 /// Where an agent endpoint's traffic goes: one member per binding agent

@@ -127,6 +127,7 @@ mod tests {
             upstream: None,
             policy: None,
             tunnel: None,
+            observe: Default::default(),
         })
     }
 

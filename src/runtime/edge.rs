@@ -403,6 +403,29 @@ pub fn run(opts: EdgeOptions) -> Result<(), EdgeError> {
         registry,
         relays,
     });
+    let overrides = cfg
+        .endpoints
+        .iter()
+        .any(|e| e.observe != crate::observe::EndpointObserve::default());
+    let (observe_hub, worker_obs) = crate::observe::start(&cfg.observe, overrides, cfg.workers)
+        .map_err(|e| EdgeError::Workers(format!("cannot start observability: {e}")))?;
+    observe_hub.set_listeners(crate::observe::Listeners {
+        http: Some(http_addr),
+        https: https_addr,
+    });
+    let mut worker_obs = worker_obs.into_iter();
+    let observe_addr = match cfg.observe.listen {
+        Some(addr) => {
+            // Without the API's resolver, endpoint ids are URL-encoded URLs.
+            let api =
+                crate::observe::api::ObserveApi::new(observe_hub.clone(), Arc::new(|_: &str| None));
+            Some(
+                crate::observe::server::spawn(addr, api, cfg.observe.api_keys.clone())
+                    .map_err(|source| EdgeError::Bind { addr, source })?,
+            )
+        }
+        None => None,
+    };
     let ticketer = crate::tls::server_config::ticketer()?;
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let grace = cfg.settings.timeouts.shutdown_grace;
@@ -444,6 +467,9 @@ pub fn run(opts: EdgeOptions) -> Result<(), EdgeError> {
             relay_rx: relay_rxs.next(),
             shared: shared.clone(),
             grace,
+            obs: worker_obs
+                .next()
+                .unwrap_or_else(crate::observe::WorkerObs::disabled),
         };
         let tx = tx.clone();
         let handle = std::thread::Builder::new()
@@ -462,7 +488,11 @@ pub fn run(opts: EdgeOptions) -> Result<(), EdgeError> {
         }
     }
     // Other modules add their routes here (observe: /metrics, captures).
-    let mounts: Vec<Arc<dyn Mount>> = Vec::new();
+    // Endpoint ids: until the API resolves its own, the percent-encoded URL.
+    let observe_api =
+        crate::observe::api::ObserveApi::new(observe_hub.clone(), Arc::new(|_: &str| None));
+    let mounts: Vec<Arc<dyn Mount>> =
+        vec![crate::observe::mount::ObserveMount::new(observe_api) as Arc<dyn Mount>];
     let api = start_api(
         api_listener,
         api_tls,
@@ -488,6 +518,9 @@ pub fn run(opts: EdgeOptions) -> Result<(), EdgeError> {
         .unwrap_or_default()
         + &tunnel_addr
             .map(|a| format!(" tunnel={a}"))
+            .unwrap_or_default()
+        + &observe_addr
+            .map(|a| format!(" observe={a}"))
             .unwrap_or_default()
         + &api_addr.map(|a| format!(" api={a}")).unwrap_or_default();
     info!(

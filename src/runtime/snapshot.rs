@@ -229,6 +229,7 @@ impl Snapshot {
                 upstream,
                 policy: policy.map(Arc::new),
                 tunnel: None,
+                observe: e.observe,
             });
             let table = match e.url.scheme {
                 Scheme::Http => &mut http_routes,

@@ -14,6 +14,7 @@ use tracing::{debug, error, info, warn};
 use super::catch_unwind::{panic_message, CatchUnwind};
 use super::drain::Drain;
 use super::snapshot::{SnapshotCache, SnapshotStore};
+use crate::observe::ListenerKind;
 use crate::proxy::conn;
 use crate::proxy::upstream_pool::UpstreamPool;
 use crate::route::Scheme;
@@ -44,6 +45,8 @@ pub struct WorkerCtx {
     pub active: Cell<usize>,
     pub challenges: Arc<Challenges>,
     pub tunnels: Rc<WorkerTunnels>,
+    /// Metrics, events and inspector capture (worker-local).
+    pub obs: crate::observe::WorkerObs,
 }
 
 /// Which io driver a worker runs.
@@ -126,6 +129,7 @@ pub struct WorkerSpec {
     pub relay_rx: Option<RelayReceiver>,
     pub shared: Arc<Shared>,
     pub grace: Duration,
+    pub obs: crate::observe::WorkerObs,
 }
 
 /// Runs a worker on the current thread until it has drained. Reports the
@@ -192,6 +196,7 @@ async fn worker_main(spec: WorkerSpec) {
         relay_rx,
         shared,
         grace,
+        obs,
         ..
     } = spec;
     let tunnels = Rc::new(WorkerTunnels::new(
@@ -207,7 +212,11 @@ async fn worker_main(spec: WorkerSpec) {
         active: Cell::new(0),
         challenges: shared.challenges.clone(),
         tunnels: tunnels.clone(),
+        obs,
     });
+    if ctx.obs.metrics_on() {
+        monoio::spawn(publish_stats(ctx.clone()));
+    }
     if let Some(rx) = relay_rx {
         monoio::spawn(tunnels.relay_loop(rx, Duration::from_secs(10)));
     }
@@ -282,6 +291,21 @@ async fn watch_stop(ctx: Rc<WorkerCtx>, shared: Arc<Shared>) {
     }
 }
 
+/// Publishes this worker's counters for `/metrics` until the worker stops.
+async fn publish_stats(ctx: Rc<WorkerCtx>) {
+    loop {
+        ctx.obs
+            .publish(ctx.active.get() as u64, ctx.tunnels.sessions_held() as u64);
+        if ctx.drain.is_fired() {
+            return;
+        }
+        monoio::select! {
+            _ = monoio::time::sleep(crate::observe::worker::FLUSH_EVERY) => {}
+            _ = ctx.drain.wait() => {}
+        }
+    }
+}
+
 /// Decrements the worker's connection count when a connection task ends.
 struct ActiveGuard(Rc<WorkerCtx>);
 
@@ -299,6 +323,16 @@ enum Listener {
     Tunnel(monoio_rustls::TlsAcceptor),
 }
 
+impl Listener {
+    fn observed_as(&self) -> ListenerKind {
+        match self {
+            Listener::Http => ListenerKind::Http,
+            Listener::Https(_) => ListenerKind::Https,
+            Listener::Tunnel(_) => ListenerKind::Tunnel,
+        }
+    }
+}
+
 /// Seed limit: ClientHello to handshake completion.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -312,7 +346,8 @@ async fn connection(
     match &*listener {
         Listener::Http => conn::serve(stream, peer, ctx, Scheme::Http).await,
         Listener::Https(acceptor) => {
-            let Some(tls) = tls_accept(acceptor, stream, peer).await else {
+            let Some(tls) = tls_accept(acceptor, stream, peer, &ctx, ListenerKind::Https).await
+            else {
                 return;
             };
             if tls.alpn_protocol().as_deref() == Some(ALPN_H2) {
@@ -322,7 +357,8 @@ async fn connection(
             }
         }
         Listener::Tunnel(acceptor) => {
-            if let Some(tls) = tls_accept(acceptor, stream, peer).await {
+            if let Some(tls) = tls_accept(acceptor, stream, peer, &ctx, ListenerKind::Tunnel).await
+            {
                 crate::tunnel::edge_session::serve(tls, peer, ctx).await;
             }
         }
@@ -335,9 +371,13 @@ async fn tls_accept(
     acceptor: &monoio_rustls::TlsAcceptor,
     stream: monoio::net::TcpStream,
     peer: std::net::SocketAddr,
+    ctx: &WorkerCtx,
+    kind: ListenerKind,
 ) -> Option<monoio_rustls::ServerTlsStream<crate::tls::cork::CorkedTcp>> {
     let stream = crate::tls::cork::CorkedTcp::new(stream);
-    match monoio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+    let result = monoio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await;
+    ctx.obs.tls_handshake(kind, matches!(result, Ok(Ok(_))));
+    match result {
         Ok(Ok(tls)) => Some(tls),
         Ok(Err(e)) => {
             debug!(%peer, error = %e, "TLS handshake failed");
@@ -406,6 +446,7 @@ async fn accept_loop(listener: TcpListener, ctx: Rc<WorkerCtx>, kind: Listener) 
             Ok((stream, peer)) => {
                 let _ = stream.set_nodelay(true);
                 ctx.active.set(ctx.active.get() + 1);
+                ctx.obs.accepted(kind.observed_as());
                 let guard = ActiveGuard(ctx.clone());
                 let kind = kind.clone();
                 monoio::spawn(async move {

@@ -839,6 +839,7 @@ impl Registry {
                 tunnel: Some(TunnelTarget {
                     members: members.into_iter().map(|(_, m)| m).collect(),
                 }),
+                observe: Default::default(),
             });
             let routes = match scheme {
                 Scheme::Http => &mut table.http,

@@ -107,6 +107,11 @@ pub struct WorkerTunnels {
 }
 
 impl WorkerTunnels {
+    /// Agent sessions this worker holds (for the sessions gauge).
+    pub fn sessions_held(&self) -> usize {
+        self.sessions.borrow().len()
+    }
+
     pub fn new(worker: usize, registry: Arc<Registry>, relays: Arc<Vec<RelaySender>>) -> Self {
         let cached = RefCell::new(Rc::new(registry.table()));
         WorkerTunnels {

@@ -5,12 +5,14 @@
 //! - `client`: a raw-socket HTTP/1.1 client.
 //! - `h2raw`: raw HTTP/2 frames over TLS for hostile-client tests.
 //! - `oidc`: a real OpenID provider (npm oidc-provider) for login tests.
+//! - `browser`: headless Chromium through chromedriver (WebDriver), for web pages.
 //!
 //! Everything binds or connects to 127.0.0.1 only, and every wait is bounded.
 #![allow(dead_code)]
 
 pub mod agent;
 pub mod api;
+pub mod browser;
 pub mod client;
 pub mod edge;
 pub mod h2raw;

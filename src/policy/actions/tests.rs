@@ -21,6 +21,7 @@ pub(crate) fn endpoint_with(yaml: &str) -> Arc<Endpoint> {
         upstream: None,
         policy: Some(Arc::new(policy)),
         tunnel: None,
+        observe: Default::default(),
     })
 }
 
@@ -506,6 +507,7 @@ fn forward_internal_hops() {
         upstream: None,
         policy: CompiledPolicy::from_text("on_http_request:\n  - actions:\n      - type: add-headers\n        config:\n          headers:\n            x-inner: '1'\n").ok().map(Arc::new),
         tunnel: None,
+        observe: Default::default(),
     });
     let outer = endpoint_with("on_http_request:\n  - actions:\n      - type: forward-internal\n        config:\n          url: https://api.internal\n");
     let r = run_full(
@@ -536,6 +538,7 @@ fn forward_internal_hops() {
         upstream: None,
         policy: CompiledPolicy::from_text("on_http_request:\n  - actions:\n      - type: forward-internal\n        config:\n          url: https://loop.internal\n").ok().map(Arc::new),
         tunnel: None,
+        observe: Default::default(),
     });
     let r = run_full(
         &looping,

@@ -1,0 +1,251 @@
+//! Edge observability (issue 10): Prometheus metrics, log-export events
+//! (`http_request_complete.v0`, `tcp_connection_closed.v0`) and the edge
+//! traffic inspector.
+//!
+//! Workers only ever touch their own `WorkerObs` (worker-local counters
+//! and a bounded queue); the `Hub` owns everything shared: the drainer
+//! thread that turns records into events and captures, the published
+//! counters, the inspector rings and the sinks. This module must never
+//! make a worker wait: no lock, no JSON, no I/O on the request path.
+
+pub mod api;
+pub mod config;
+pub mod events;
+pub mod head;
+pub mod inspector;
+pub mod metrics;
+pub mod mount;
+pub mod replay;
+pub mod server;
+pub mod sink;
+pub mod worker;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, TryRecvError};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tracing::warn;
+
+pub use config::{CaptureMode, EndpointObserve, ObserveConfig};
+pub use worker::{ConnMeta, Exchange, ListenerKind, WorkerObs};
+
+use worker::{Flush, Record, WorkerStats};
+
+/// Where the edge listens, for replays.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Listeners {
+    pub http: Option<SocketAddr>,
+    pub https: Option<SocketAddr>,
+}
+
+/// A sink's counters, for `/metrics`.
+struct SinkCounters {
+    name: String,
+    written: Arc<AtomicU64>,
+    dropped: Arc<AtomicU64>,
+}
+
+/// Process-wide observability state (control plane).
+pub struct Hub {
+    pub config: ObserveConfig,
+    stats: Mutex<Vec<Option<Box<WorkerStats>>>>,
+    pub inspector: inspector::Inspector,
+    sinks: Vec<SinkCounters>,
+    events_emitted: AtomicU64,
+    listeners: Mutex<Listeners>,
+}
+
+impl Hub {
+    /// The Prometheus text of everything published so far.
+    pub fn render_metrics(&self) -> String {
+        let hub = metrics::HubCounters {
+            sinks: self
+                .sinks
+                .iter()
+                .map(|s| {
+                    (
+                        s.name.clone(),
+                        s.written.load(Ordering::Relaxed),
+                        s.dropped.load(Ordering::Relaxed),
+                    )
+                })
+                .collect(),
+            captures: self.inspector.len() as u64,
+            events_emitted: self.events_emitted.load(Ordering::Relaxed),
+        };
+        let stats = self.stats.lock().unwrap_or_else(|p| p.into_inner());
+        metrics::render(stats.iter().flatten().map(|b| &**b), &hub)
+    }
+
+    pub fn set_listeners(&self, l: Listeners) {
+        *self.listeners.lock().unwrap_or_else(|p| p.into_inner()) = l;
+    }
+
+    pub fn listeners(&self) -> Listeners {
+        *self.listeners.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Starts the hub (drainer thread and sinks) and makes one `WorkerObs`
+/// per worker. `overrides`: some endpoint sets `inspect` or `events`, so
+/// records must be queued even if `[observe]` switches both off.
+pub fn start(
+    cfg: &ObserveConfig,
+    overrides: bool,
+    workers: usize,
+) -> std::io::Result<(Arc<Hub>, Vec<WorkerObs>)> {
+    let mut sinks = Vec::with_capacity(cfg.sinks.len());
+    for s in &cfg.sinks {
+        sinks.push(sink::start(s, cfg.queue)?);
+    }
+    let queues = cfg.inspect != CaptureMode::Off || cfg.events_on() || overrides;
+    let hub = Arc::new(Hub {
+        config: cfg.clone(),
+        stats: Mutex::new((0..workers).map(|_| None).collect()),
+        inspector: inspector::Inspector::new(cfg.ring),
+        sinks: sinks
+            .iter()
+            .map(|s| SinkCounters {
+                name: s.name.clone(),
+                written: s.written.clone(),
+                dropped: s.dropped.clone(),
+            })
+            .collect(),
+        events_emitted: AtomicU64::new(0),
+        listeners: Mutex::new(Listeners::default()),
+    });
+    let (flush_tx, flush_rx) = mpsc::channel::<Flush>();
+    let mut rxs = Vec::with_capacity(workers);
+    let mut obs = Vec::with_capacity(workers);
+    for id in 0..workers {
+        let queue = if queues {
+            let (tx, rx) = mpsc::sync_channel::<Record>(cfg.queue);
+            rxs.push(rx);
+            Some(tx)
+        } else {
+            None
+        };
+        let flush = cfg.metrics.then(|| flush_tx.clone());
+        obs.push(WorkerObs::new(id, cfg, queue, flush));
+    }
+    drop(flush_tx);
+    let h = hub.clone();
+    std::thread::Builder::new()
+        .name("ringress-observe".into())
+        .spawn(move || drain(&h, flush_rx, rxs, sinks))?;
+    Ok((hub, obs))
+}
+
+/// The drainer: published counters in, records out to the inspector and
+/// the sinks. Polls (1 ms after work, backing off to 20 ms when idle) so
+/// that workers never pay for a cross-thread wake-up.
+fn drain(hub: &Hub, flush: Receiver<Flush>, rxs: Vec<Receiver<Record>>, sinks: Vec<sink::Sink>) {
+    let mut idle_rounds = 0u32;
+    let mut open = vec![true; rxs.len()];
+    let mut flush_open = true;
+    let mut last_report = std::time::Instant::now();
+    let mut reported = 0u64;
+    loop {
+        let mut work = 0usize;
+        while flush_open {
+            match flush.try_recv() {
+                Ok(f) => {
+                    let mut s = hub.stats.lock().unwrap_or_else(|p| p.into_inner());
+                    if let Some(slot) = s.get_mut(f.worker) {
+                        *slot = Some(f.stats);
+                    }
+                    work += 1;
+                }
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => flush_open = false,
+            }
+        }
+        for (i, rx) in rxs.iter().enumerate() {
+            for _ in 0..4096 {
+                match rx.try_recv() {
+                    Ok(rec) => {
+                        work += 1;
+                        handle(hub, rec, &sinks);
+                    }
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => {
+                        open[i] = false;
+                        break;
+                    }
+                }
+            }
+        }
+        if !flush_open && open.iter().all(|o| !o) {
+            return;
+        }
+        report_drops(hub, &mut last_report, &mut reported);
+        if work > 0 {
+            idle_rounds = 0;
+            continue;
+        }
+        idle_rounds = idle_rounds.saturating_add(1);
+        let ms = if idle_rounds < 50 { 1 } else { 20 };
+        std::thread::sleep(Duration::from_millis(ms));
+    }
+}
+
+/// Logs, at most every 5 s, how many events were dropped since the last
+/// report (worker queues and sinks).
+fn report_drops(hub: &Hub, last: &mut std::time::Instant, reported: &mut u64) {
+    if last.elapsed() < Duration::from_secs(5) {
+        return;
+    }
+    *last = std::time::Instant::now();
+    let sinks: u64 = hub
+        .sinks
+        .iter()
+        .map(|s| s.dropped.load(Ordering::Relaxed))
+        .sum();
+    let workers: u64 = hub
+        .stats
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .flatten()
+        .map(|s| s.events_dropped)
+        .sum();
+    let total = sinks + workers;
+    if total > *reported {
+        warn!(
+            dropped = total - *reported,
+            total, "events dropped: a sink or the drainer cannot keep up (see ringress_events_dropped_total)"
+        );
+        *reported = total;
+    }
+}
+
+fn handle(hub: &Hub, rec: Record, sinks: &[sink::Sink]) {
+    match rec {
+        Record::Http(mut r) => {
+            if r.events && !sinks.is_empty() {
+                let line = events::http_event(&r);
+                hub.events_emitted.fetch_add(1, Ordering::Relaxed);
+                offer(sinks, line);
+            }
+            hub.inspector.add(&mut r);
+        }
+        Record::Tcp(r) => {
+            if !sinks.is_empty() {
+                hub.events_emitted.fetch_add(1, Ordering::Relaxed);
+                offer(sinks, events::tcp_event(&r));
+            }
+        }
+    }
+}
+
+/// Gives a line to every sink (the last one takes it without a copy).
+fn offer(sinks: &[sink::Sink], line: String) {
+    if let Some((last, rest)) = sinks.split_last() {
+        for s in rest {
+            s.offer(line.clone());
+        }
+        last.offer(line);
+    }
+}
