@@ -71,6 +71,10 @@ impl Agent {
             .stdin(Stdio::null())
             .stdout(File::create(dir.path().join("stdout")).expect("stdout"))
             .stderr(File::create(dir.path().join("stderr")).expect("stderr"));
+        // Many agents run in parallel: each inspector on a port of its own.
+        if !args.iter().any(|a| a.starts_with("--web-addr")) {
+            cmd.args(["--web-addr", "127.0.0.1:0"]);
+        }
         let child = cmd.spawn().expect("spawn ringress http");
         let pid = child.id() as libc::pid_t;
         let agent = Agent {
