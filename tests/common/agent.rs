@@ -95,6 +95,22 @@ impl Agent {
         (agent, url)
     }
 
+    /// The local inspector's address, from the agent's log.
+    pub fn inspector(&self) -> SocketAddr {
+        let marker = "inspector listening on http://";
+        let mut addr = None;
+        let ok = wait_until(Duration::from_secs(10), || {
+            let text = self.stderr();
+            addr = text.lines().find_map(|l| {
+                let rest = &l[l.find(marker)? + marker.len()..];
+                rest.split_whitespace().next()?.parse().ok()
+            });
+            addr.is_some()
+        });
+        assert!(ok, "no inspector address; stderr:\n{}", self.stderr());
+        addr.expect("address")
+    }
+
     pub fn stdout(&self) -> String {
         fs::read_to_string(self.dir.path().join("stdout")).unwrap_or_default()
     }

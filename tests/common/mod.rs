@@ -4,11 +4,13 @@
 //! - `upstream`: a std-thread upstream that records what the edge forwarded.
 //! - `client`: a raw-socket HTTP/1.1 client.
 //! - `oidc`: a real OpenID provider (npm oidc-provider) for login tests.
+//! - `browser`: headless Chromium through chromedriver.
 //!
 //! Everything binds or connects to 127.0.0.1 only, and every wait is bounded.
 #![allow(dead_code)]
 
 pub mod agent;
+pub mod browser;
 pub mod client;
 pub mod edge;
 pub mod oidc;
