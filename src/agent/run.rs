@@ -39,6 +39,9 @@ pub enum AgentError {
     Session(String),
     #[error("cannot start: {0}")]
     Start(String),
+    /// An agent config file that does not load.
+    #[error("{0}")]
+    Config(String),
 }
 
 /// One endpoint the agent serves.

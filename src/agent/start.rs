@@ -86,7 +86,7 @@ fn paths(given: &[PathBuf]) -> Vec<PathBuf> {
 }
 
 fn load(given: &[PathBuf]) -> Result<AgentFile, AgentError> {
-    config_file::load(&paths(given)).map_err(|e| AgentError::Start(e.to_string()))
+    config_file::load(&paths(given)).map_err(|e| AgentError::Config(e.to_string()))
 }
 
 pub fn start(args: StartArgs) -> Result<(), AgentError> {
