@@ -142,6 +142,25 @@ install_oidc_provider() {
 }
 step "install OIDC test provider" install_oidc_provider
 
+# Headless Chromium and chromedriver (Debian chromium, chromium-driver) for
+# the agent inspector's page test (tests/agent_inspector.rs).
+install_chromium() {
+    if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then
+        echo "chromium and chromedriver present"
+        return 0
+    fi
+    local sudo=()
+    if [ "$(id -u)" -ne 0 ]; then
+        have sudo || { echo "not root and no sudo: cannot install chromium" >&2; return 1; }
+        sudo=(sudo)
+    fi
+    have apt-get || { echo "no apt-get: install chromium and chromedriver by hand" >&2; return 1; }
+    export DEBIAN_FRONTEND=noninteractive
+    "${sudo[@]}" apt-get update -q &&
+        "${sudo[@]}" apt-get install -y -q --no-install-recommends chromium chromium-driver
+}
+step "install chromium" install_chromium
+
 # ---------------------------------------------------------------- checks
 
 step "cargo fmt --check" cargo fmt --all -- --check

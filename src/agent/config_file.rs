@@ -90,6 +90,7 @@ impl AgentSection {
         check(self.update_check.is_some(), "update_check");
         check(self.web_allow_hosts.is_some(), "web_allow_hosts");
         check(self.region.is_some(), "region");
+        check(self.log.is_some(), "log");
         v
     }
 }
