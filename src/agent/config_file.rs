@@ -233,6 +233,23 @@ fn merge(a: &mut Value, b: Value) {
     }
 }
 
+/// A later file that sets `server_addr` replaces an earlier
+/// `connect_url` (its other name), and so on: the later spelling wins.
+fn drop_replaced_aliases(merged: &mut Value, next: &Value) {
+    let (Some(Value::Mapping(old)), Some(Value::Mapping(new))) =
+        (merged.get_mut("agent"), next.get("agent"))
+    else {
+        return;
+    };
+    for (a, b) in [("server_addr", "connect_url"), ("root_cas", "connect_cas")] {
+        for (set, other) in [(a, b), (b, a)] {
+            if new.contains_key(set) {
+                old.remove(other);
+            }
+        }
+    }
+}
+
 fn parse_one(path: &Path, text: &str) -> Result<Value, ConfigError> {
     let err = |e: serde_yaml::Error| ConfigError::Parse {
         path: path.to_owned(),
@@ -269,7 +286,9 @@ pub fn load(paths: &[PathBuf]) -> Result<AgentFile, ConfigError> {
 pub fn from_texts(files: &[(PathBuf, String)]) -> Result<AgentFile, ConfigError> {
     let mut merged = Value::Mapping(Default::default());
     for (p, text) in files {
-        merge(&mut merged, parse_one(p, text)?);
+        let v = parse_one(p, text)?;
+        drop_replaced_aliases(&mut merged, &v);
+        merge(&mut merged, v);
     }
     let names = files
         .iter()
@@ -531,6 +550,16 @@ endpoints:
         assert_eq!(f.agent.server_addr.as_deref(), Some("edge:443"));
         let names: Vec<_> = f.endpoints.iter().filter_map(|e| e.name.clone()).collect();
         assert_eq!(names, ["two"]);
+    }
+
+    #[test]
+    fn a_later_file_replaces_the_other_spelling() {
+        let a = "version: 3\nagent:\n  connect_url: ngrok:443\n  connect_cas: trusted\n";
+        let b = "agent:\n  server_addr: edge:4443\n  root_cas: /ca.pem\n";
+        let f = texts(&[a, b]).expect("merged");
+        assert_eq!(f.agent.server_addr.as_deref(), Some("edge:4443"));
+        assert!(f.agent.connect_url.is_none() && f.agent.connect_cas.is_none());
+        assert!(texts(&["version: 3\nagent: {connect_url: a, server_addr: b}\n"]).is_err());
     }
 
     #[test]
