@@ -321,4 +321,17 @@ fn chromium_sees_a_request_live_opens_it_and_replays_it() {
         std::fs::create_dir_all(docs.parent().expect("dir")).expect("mkdir");
         std::fs::copy(&shot, &docs).expect("copy screenshot");
     }
+
+    // Replay with modifications: the editor's path and body are sent.
+    browser.click("#modify");
+    browser.wait_for("#edit.open", Duration::from_secs(5));
+    browser.eval(
+        "document.getElementById('e-path').value = '/webhook/42?source=edited';\
+         document.getElementById('e-body').value = '{\"edited\":true}'; return true;",
+    );
+    browser.click("#e-send");
+    let seen = up.wait_for_requests(4, Duration::from_secs(10));
+    assert_eq!(seen[3].target, "/webhook/42?source=edited");
+    assert_eq!(seen[3].body, br#"{"edited":true}"#);
+    browser.wait_for_text("#list .row .p", "source=edited", Duration::from_secs(10));
 }

@@ -70,6 +70,20 @@ pub fn capture(c: &Capture) -> Value {
     })
 }
 
+/// The few fields the page's list needs, sent on every live event (the
+/// page fetches a whole capture when it shows one).
+pub fn summary(c: &Capture) -> Value {
+    json!({
+        "id": c.id,
+        "uri": format!("/api/requests/http/{}", c.id),
+        "tunnel_name": &*c.tunnel_name,
+        "duration": c.duration.map_or(0, |d| d.as_nanos() as u64),
+        "request": {"method": c.request.method, "uri": c.request.uri},
+        "response": c.response.as_ref().map(|r| json!({"status": r.status, "status_code": r.status_code})),
+        "replay_of": c.replay_of,
+    })
+}
+
 /// ngrok's metrics object for one kind (`conns` or `http`).
 pub fn metric(
     count: u64,

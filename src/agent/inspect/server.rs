@@ -1,7 +1,8 @@
 //! The inspector's HTTP server: hyper 1 on a current-thread tokio runtime,
 //! on a thread of its own (`ringress-inspect`). Serves the page
 //! (`/inspect/http`), its live feed (`/inspect/events`, server-sent
-//! events), and ngrok's agent API under `/api/`. Requests whose `Host` is
+//! events carrying a summary of each capture as it is recorded and
+//! answered), and ngrok's agent API under `/api/`. Requests whose `Host` is
 //! not a loopback name or the listen address get 403 (ngrok's default
 //! `web_allow_hosts`), which stops DNS-rebinding pages from reading it.
 
@@ -128,6 +129,8 @@ impl State {
                     .unwrap_or_else(|_| hdrhistogram::Histogram::new(2).expect("sigfig 2")),
             })
             .collect();
+        // Summaries only (a few hundred bytes each): a slow page lags and
+        // reloads rather than holding captures in this ring.
         let (events, _) = broadcast::channel(256);
         Arc::new(State {
             tunnels: Mutex::new(tunnels),
@@ -153,7 +156,7 @@ impl State {
         let Some(id) = store.apply(ev) else { return };
         let msg = store
             .get(&id)
-            .map(|c| Bytes::from(format!("data: {}\n\n", shapes::capture(c))));
+            .map(|c| Bytes::from(format!("data: {}\n\n", shapes::summary(c))));
         drop(store);
         if let Some((name, d)) = tunnel_of_response {
             if let Ok(mut ts) = self.tunnels.lock() {
@@ -464,13 +467,19 @@ fn list_requests(st: &State, query: &str) -> Response<ApiBody> {
         None => 50,
     };
     let tunnel = query_param(query, "tunnel_name").map(percent_decode);
+    // Ours: `summary=true` lists without headers and bodies (the page).
+    let shape = if query_param(query, "summary") == Some("true") {
+        shapes::summary
+    } else {
+        shapes::capture
+    };
     let list: Vec<Value> = st
         .store
         .lock()
         .map(|s| {
             s.list(limit, tunnel.as_deref())
                 .into_iter()
-                .map(shapes::capture)
+                .map(shape)
                 .collect()
         })
         .unwrap_or_default();
