@@ -18,6 +18,10 @@
 #       tunnel-relay  the same with `ringress http --sessions 1`: with WORKERS=2 the
 #                     connections accepted by the worker without a session are relayed to
 #                     the worker that has it (needs WORKERS >= 2);
+#       tunnel-inspect  the tunnel with the agent's local inspector capturing every request
+#                     (`--web-addr` on a fresh port, the default `--inspect`); `tunnel` and
+#                     `tunnel-relay` run with `--inspect=false --web-addr false`, the pure
+#                     byte copy, so tunnel-inspect/tunnel is the cost of inspection;
 #       rathole       rathole server + rathole client, `tcp` transport (no noise, no TLS),
 #                     TCP_NODELAY on; wrk hits the server's service port; the rathole
 #                     processes get TOKIO_WORKER_THREADS=WORKERS;
@@ -35,7 +39,8 @@
 #   ROUNDS=3 DURATION=10 (seconds per wrk run) WORKERS=1 CONNS_LIST="64 256" WARMUP=2
 #   SERVER_CPU=1 CLIENT_CPU=0   CPUs for the systems (and upstream) and for wrk
 #   SYSTEMS="direct tunnel rathole"   subset and order; the relay comparison is a separate
-#                               invocation: WORKERS=2 SYSTEMS="tunnel tunnel-relay"
+#                               invocation: WORKERS=2 SYSTEMS="tunnel tunnel-relay"; the
+#                               inspector's cost: SYSTEMS="tunnel tunnel-inspect"
 #   RATHOLE=                    rathole binary (default: PATH, then ~/.cargo/bin/rathole)
 #   UPSTREAM_IDLE_PER_HOST=1024 [limits] upstream_idle_per_host of the ringress edges (the
 #                               default): idle upstream connections (direct) or idle tunnel
@@ -88,7 +93,7 @@ read -ra SYS <<<"$SYSTEMS"
 ((${#SYS[@]} >= 1)) || die "SYSTEMS is empty"
 declare -A SEEN=()
 for s in "${SYS[@]}"; do
-    [[ $s =~ ^(direct|tunnel|tunnel-relay|rathole)$ ]] || die "unknown system '$s' in SYSTEMS"
+    [[ $s =~ ^(direct|tunnel|tunnel-relay|tunnel-inspect|rathole)$ ]] || die "unknown system '$s' in SYSTEMS"
     [[ -z ${SEEN[$s]:-} ]] || die "system '$s' listed twice in SYSTEMS"
     SEEN[$s]=1
 done
@@ -116,11 +121,12 @@ UP_PORT=$(pick_port)
 declare -A PORT=() # system -> the port wrk hits
 declare -A AUX=()  # system.role -> other ports (https and tunnel listeners, rathole control)
 for s in "${SYS[@]}"; do PORT[$s]=$(pick_port); done
-for s in tunnel tunnel-relay; do
+for s in tunnel tunnel-relay tunnel-inspect; do
     has "$s" || continue
     AUX[$s.https]=$(pick_port)
     AUX[$s.tunnel]=$(pick_port)
 done
+has tunnel-inspect && AUX[tunnel-inspect.web]=$(pick_port)
 has rathole && AUX[rathole.control]=$(pick_port)
 
 # The upstream's 100-byte body, checked through every system before the load starts.
@@ -201,7 +207,7 @@ EOF
     } >"$WORK/ringress-direct.toml"
     check_config direct --config "$WORK/ringress-direct.toml"
 fi
-for s in tunnel tunnel-relay; do
+for s in tunnel tunnel-relay tunnel-inspect; do
     has "$s" || continue
     ringress_settings >"$WORK/ringress-$s.toml"
     check_config "$s" --dev --data-dir "$WORK/$s-edge" --config "$WORK/ringress-$s.toml"
@@ -251,14 +257,14 @@ if has direct; then
     SIDE_A[direct]=$STARTED_PID SIDE_B[direct]="" LISTENER[direct]=$STARTED_PID
 fi
 
-for s in tunnel tunnel-relay; do
+for s in tunnel tunnel-relay tunnel-inspect; do
     has "$s" || continue
     start "$s-edge" env -u RUST_LOG "$RINGRESS_BIN" edge --dev --data-dir "$WORK/$s-edge" --config "$WORK/ringress-$s.toml" --workers "$WORKERS" \
         --listen-http "127.0.0.1:${PORT[$s]}" --listen-https "127.0.0.1:${AUX[$s.https]}" \
         --listen-tunnel "127.0.0.1:${AUX[$s.tunnel]}" --log-level "$RINGRESS_LOG_LEVEL"
     SIDE_A[$s]=$STARTED_PID LISTENER[$s]=$STARTED_PID
 done
-for s in tunnel tunnel-relay; do
+for s in tunnel tunnel-relay tunnel-inspect; do
     has "$s" || continue
     wait_listening "${AUX[$s.tunnel]}" "${SIDE_A[$s]}" "$s-edge"
     wait_for_line "$WORK/$s-edge.err" 'ringress edge ready' 1 "${SIDE_A[$s]}" "$s-edge"
@@ -266,9 +272,11 @@ for s in tunnel tunnel-relay; do
     sessions=()
     want=$WORKERS
     [[ $s == tunnel-relay ]] && sessions=(--sessions 1) want=1
+    inspect=(--inspect=false --web-addr false)
+    [[ $s == tunnel-inspect ]] && inspect=(--web-addr "127.0.0.1:${AUX[tunnel-inspect.web]}")
     start "$s-agent" env -u RUST_LOG "$RINGRESS_BIN" http "http://127.0.0.1:$UP_PORT" \
         --server-addr "127.0.0.1:${AUX[$s.tunnel]}" --root-cas "$WORK/$s-edge/ca.pem" \
-        --url "http://$HOST_HEADER" "${sessions[@]}" --log-level "$RINGRESS_LOG_LEVEL"
+        --url "http://$HOST_HEADER" "${sessions[@]}" "${inspect[@]}" --log-level "$RINGRESS_LOG_LEVEL"
     SIDE_B[$s]=$STARTED_PID
     # Online: the URL on stdout, then one "session online" log line per session.
     wait_for_line "$WORK/$s-agent.out" '://' 1 "${SIDE_B[$s]}" "$s-agent"
@@ -435,14 +443,14 @@ done
 
 # Ratio columns for the pairs whose both systems ran: "numerator denominator".
 PAIRS=()
-for p in "tunnel rathole" "tunnel direct" "tunnel-relay tunnel" "tunnel-relay rathole"; do
+for p in "tunnel rathole" "tunnel direct" "tunnel-relay tunnel" "tunnel-relay rathole" "tunnel-inspect tunnel"; do
     read -r x y <<<"$p"
     has "$x" && has "$y" && PAIRS+=("$p")
 done
 side_names() {
     case $1 in
     direct) echo "edge|-" ;;
-    tunnel | tunnel-relay) echo "edge|agent" ;;
+    tunnel | tunnel-relay | tunnel-inspect) echo "edge|agent" ;;
     rathole) echo "server|client" ;;
     esac
 }

@@ -162,7 +162,7 @@ install_oidc_provider() {
 step "install OIDC test provider" install_oidc_provider
 
 # Edge observability tests (tests/observe_*.rs): headless Chromium driven by
-# chromedriver for the inspector page, promtool for /metrics.
+# chromedriver for the edge and agent inspector pages, promtool for /metrics.
 install_observe_tools() {
     local missing=()
     [ -x /usr/bin/chromium ] || missing+=(chromium)

@@ -14,14 +14,20 @@ static GLOBAL: MiMalloc = MiMalloc;
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    let (log_level, log_format) = match &cli.command {
+        Command::Start(a) => {
+            ringress::agent::start::log_settings(a, &cli.log_level, cli.log_format)
+        }
+        _ => (cli.log_level.clone(), cli.log_format),
+    };
     let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&cli.log_level))
+        .or_else(|_| EnvFilter::try_new(&log_level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
-    match cli.log_format {
+    match log_format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
@@ -43,6 +49,8 @@ fn main() -> std::process::ExitCode {
         Command::Http(args) => ringress::agent::cli::http(args).map_err(|e| e.to_string()),
         Command::ApiKey(args) => ringress::control::cli::run(args),
         Command::Api(args) => ringress::cli::api::run(args).map_err(|e| e.to_string()),
+        Command::Start(args) => ringress::agent::start::start(args).map_err(|e| e.to_string()),
+        Command::Config(args) => ringress::agent::start::config(args).map_err(|e| e.to_string()),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -38,6 +38,8 @@ pub fn config_from_args(args: HttpArgs) -> Result<AgentConfig, AgentError> {
     };
     let display = upstream.to_string();
     let endpoint = AgentEndpoint {
+        name: "command_line".into(),
+        inspect: args.web.inspect.unwrap_or(true),
         request: EndpointRequest {
             url: args.url.or(args.domain).unwrap_or_default(),
             pooling: args.pooling_enabled,
@@ -65,6 +67,7 @@ pub fn config_from_args(args: HttpArgs) -> Result<AgentConfig, AgentError> {
         metadata: String::new(),
         endpoints: vec![endpoint],
         sessions: args.sessions,
+        web: super::start::web_options(&args.web, None),
     })
 }
 
@@ -173,7 +176,7 @@ fn legacy_options(f: &LegacyHttpArgs) -> Result<serde_json::Value, AgentError> {
 /// The policy sent with the endpoint: the deprecated flags' rules first,
 /// then the --traffic-policy-file document (unchanged when no deprecated
 /// flag is given). The edge validates the result.
-fn with_legacy_flags(
+pub(crate) fn with_legacy_flags(
     flags: &LegacyHttpArgs,
     file_policy: Option<String>,
 ) -> Result<Option<String>, AgentError> {

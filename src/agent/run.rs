@@ -16,6 +16,7 @@ use thiserror::Error;
 use tracing::{info, warn};
 
 use super::forward::{ForwardOptions, Forwarder};
+use super::inspect::{self, TapConfig, WebOptions};
 use super::session::{self, EndpointRequest, Resume, SessionError, SessionParams};
 use super::status::Counters;
 use crate::tunnel::registry::random_hex;
@@ -38,11 +39,18 @@ pub enum AgentError {
     Session(String),
     #[error("cannot start: {0}")]
     Start(String),
+    /// An agent config file that does not load.
+    #[error("{0}")]
+    Config(String),
 }
 
 /// One endpoint the agent serves.
 #[derive(Debug, Clone)]
 pub struct AgentEndpoint {
+    /// `command_line` for `ringress http`, the config's name otherwise.
+    pub name: String,
+    /// Captured by the inspector (`--inspect`).
+    pub inspect: bool,
     pub request: EndpointRequest,
     pub forward: ForwardOptions,
     /// Shown on the status screen.
@@ -60,6 +68,8 @@ pub struct AgentConfig {
     pub endpoints: Vec<AgentEndpoint>,
     /// Sessions to open; default: one per edge worker.
     pub sessions: Option<usize>,
+    /// The local inspector and agent API.
+    pub web: WebOptions,
 }
 
 /// The dev CA a local `--dev` edge writes.
@@ -133,6 +143,8 @@ struct Shared {
     placed: Mutex<Vec<bool>>,
     /// URLs handed out by the first bind, for the other sessions.
     urls: Mutex<Vec<String>>,
+    /// Per endpoint: the inspector's capture sink (None: not inspected).
+    taps: Vec<Option<TapConfig>>,
     /// A refusal that retrying cannot fix, reported by any session.
     fatal: Mutex<Option<String>>,
     spawned_more: AtomicBool,
@@ -159,11 +171,20 @@ pub fn run(cfg: AgentConfig) -> Result<(), AgentError> {
         signal_hook::flag::register(sig, stop.clone())
             .map_err(|e| AgentError::Start(e.to_string()))?;
     }
+    let counters = Arc::new(Counters::default());
+    let taps = match inspect::start(&cfg.web, &cfg.endpoints, counters.clone()) {
+        Some(r) => {
+            counters.set_web(format!("http://{}", r.addr));
+            r.taps
+        }
+        None => vec![None; cfg.endpoints.len()],
+    };
     let shared = Arc::new(Shared {
         tls,
+        taps,
         group: random_hex(8),
         stop: stop.clone(),
-        counters: Arc::new(Counters::default()),
+        counters,
         placed: Mutex::new(Vec::new()),
         urls: Mutex::new(vec![String::new(); cfg.endpoints.len()]),
         fatal: Mutex::new(None),
@@ -299,6 +320,7 @@ async fn session_loop(
             group: shared.group.clone(),
             endpoints,
             forwarders: forwarders.clone(),
+            taps: shared.taps.clone(),
         };
         let tries = placement_tries;
         let place = |auth: &crate::tunnel::messages::AuthResp| {

@@ -16,6 +16,7 @@ use thiserror::Error;
 use tracing::{debug, info, warn};
 
 use super::forward::Forwarder;
+use super::inspect::{ConnTap, Inspected, TapConfig};
 use super::status::Counters;
 use crate::tunnel::messages::{
     self, decode_proxy_header, stream_type, Auth, AuthExtra, AuthResp, Bind, BindExtra, BindResp,
@@ -98,6 +99,8 @@ pub struct SessionParams {
     pub group: String,
     pub endpoints: Vec<EndpointRequest>,
     pub forwarders: Vec<Rc<Forwarder>>,
+    /// Per endpoint: the inspector's capture sink, when inspected.
+    pub taps: Vec<Option<TapConfig>>,
 }
 
 /// A session after Auth and Bind.
@@ -338,6 +341,7 @@ impl Connected {
                     s,
                     ids.clone(),
                     p.forwarders.clone(),
+                    p.taps.clone(),
                     status.clone(),
                 ));
             }
@@ -378,6 +382,7 @@ async fn server_stream(
     mut s: Stream,
     ids: Vec<String>,
     forwarders: Vec<Rc<Forwarder>>,
+    taps: Vec<Option<TapConfig>>,
     status: Arc<Counters>,
 ) {
     let Ok(ty) = read_exact(&mut s, 4, Some(PIECE_TIMEOUT)).await else {
@@ -415,7 +420,15 @@ async fn server_stream(
                 return;
             };
             status.opened();
-            let result = fwd.serve(s).await;
+            // Inspection on: the same forwarder on a stream that shows the
+            // bytes to a capture tap; off: the bare stream, as always.
+            let result = match taps.get(i).cloned().flatten() {
+                Some(tap) => {
+                    let tap = ConnTap::new(tap, header.client_addr.clone(), None);
+                    fwd.serve(Inspected::new(s, tap)).await
+                }
+                None => fwd.serve(s).await,
+            };
             status.closed();
             if let Err(e) = result {
                 debug!(client = %header.client_addr, error = %e, "forward ended with an error");

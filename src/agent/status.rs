@@ -13,6 +13,7 @@ pub struct Counters {
     edge_workers: AtomicUsize,
     urls: Mutex<Vec<(String, String)>>,
     state: Mutex<String>,
+    web: Mutex<String>,
 }
 
 impl Counters {
@@ -40,10 +41,33 @@ impl Counters {
         }
     }
 
+    /// The inspector's address, for the status screen.
+    pub fn set_web(&self, url: String) {
+        if let Ok(mut w) = self.web.lock() {
+            *w = url;
+        }
+    }
+
     pub fn set_urls(&self, urls: Vec<(String, String)>) {
         if let Ok(mut u) = self.urls.lock() {
             *u = urls;
         }
+    }
+
+    /// Proxied connections: (total, open).
+    pub fn connections(&self) -> (u64, u64) {
+        (
+            self.total.load(Ordering::Relaxed),
+            self.open.load(Ordering::Relaxed),
+        )
+    }
+
+    /// (sessions online, edge workers).
+    pub fn sessions(&self) -> (usize, usize) {
+        (
+            self.sessions.load(Ordering::Relaxed),
+            self.edge_workers.load(Ordering::Relaxed),
+        )
     }
 
     pub fn urls(&self) -> Vec<(String, String)> {
@@ -67,6 +91,10 @@ impl Counters {
             self.sessions.load(Ordering::Relaxed),
             self.edge_workers.load(Ordering::Relaxed)
         ));
+        let web = self.web.lock().map(|w| w.clone()).unwrap_or_default();
+        if !web.is_empty() {
+            text.push_str(&format!("{:<30}{web}\n", "Web Interface"));
+        }
         for (url, upstream) in self.urls() {
             text.push_str(&format!("{:<30}{url} -> {upstream}\n", "Forwarding"));
         }

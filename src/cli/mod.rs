@@ -1,4 +1,4 @@
-//! Command line: `ringress edge` (more roles come with the agent).
+//! Command line: `ringress edge`, the agent (`http`, `start`, `config`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -42,6 +42,10 @@ pub enum Command {
     ApiKey(crate::control::cli::ApiKeyArgs),
     /// Call the edge's REST API: `ringress api endpoints list`.
     Api(api::ApiArgs),
+    /// Start the endpoints of an agent config file (ngrok's v3 YAML).
+    Start(crate::agent::start::StartArgs),
+    /// Agent config file tools: `ringress config check`.
+    Config(crate::agent::start::ConfigArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -99,6 +103,8 @@ pub struct HttpArgs {
     /// Sessions to open (default: one per edge worker).
     #[arg(long)]
     pub sessions: Option<usize>,
+    #[command(flatten)]
+    pub web: crate::agent::start::WebArgs,
     #[command(flatten)]
     pub legacy: LegacyHttpArgs,
 }

@@ -64,42 +64,76 @@ impl Agent {
         upstream: &str,
         args: &[&str],
     ) -> (Agent, String) {
+        let tunnel = edge.listener_addr("tunnel").to_string();
+        let ca = ca.to_str().expect("utf-8 path").to_owned();
+        let mut argv: Vec<&str> = vec!["http", upstream, "--server-addr"];
+        argv.extend([tunnel.as_str(), "--root-cas", ca.as_str()]);
+        argv.extend_from_slice(args);
+        // Many agents run in parallel: each inspector on a port of its own.
+        if !args.iter().any(|a| a.starts_with("--web-addr")) {
+            argv.extend(["--web-addr", "127.0.0.1:0"]);
+        }
+        let (agent, mut urls) = Agent::spawn(&argv, 1);
+        (agent, urls.remove(0))
+    }
+
+    /// Runs `ringress ARGS` (an agent command: `http`, `start`) and waits
+    /// until it printed `urls` public URLs on stdout.
+    pub fn spawn(argv: &[&str], urls: usize) -> (Agent, Vec<String>) {
         let dir = tempfile::Builder::new()
             .prefix("ringress-agent-")
             .tempdir()
             .expect("tempdir");
-        let tunnel = edge.listener_addr("tunnel");
         let mut cmd = Command::new(binary());
-        cmd.arg("http")
-            .arg(upstream)
-            .arg("--server-addr")
-            .arg(tunnel.to_string())
-            .arg("--root-cas")
-            .arg(ca)
-            .args(args)
+        cmd.args(argv)
             .env_remove("RUST_LOG")
             .env_remove("RINGRESS_AUTHTOKEN")
             .stdin(Stdio::null())
             .stdout(File::create(dir.path().join("stdout")).expect("stdout"))
             .stderr(File::create(dir.path().join("stderr")).expect("stderr"));
-        let child = cmd.spawn().expect("spawn ringress http");
+        let child = cmd.spawn().expect("spawn ringress agent");
         let pid = child.id() as libc::pid_t;
         let agent = Agent {
             child: Some(child),
             pid,
             dir,
         };
-        let mut url = String::new();
+        let mut found = Vec::new();
         let ok = wait_until(Duration::from_secs(15), || {
-            if let Some(u) = agent.stdout().lines().find(|l| l.contains("://")) {
-                url = u.trim().to_owned();
-                true
-            } else {
-                false
-            }
+            found = agent
+                .stdout()
+                .lines()
+                .filter(|l| l.contains("://"))
+                .map(|l| l.trim().to_owned())
+                .collect();
+            found.len() >= urls
         });
-        assert!(ok, "agent printed no URL; stderr:\n{}", agent.stderr());
-        (agent, url)
+        assert!(
+            ok,
+            "agent printed {} of {urls} URLs; stderr:\n{}",
+            found.len(),
+            agent.stderr()
+        );
+        (agent, found)
+    }
+
+    /// The local inspector's address, from the agent's log.
+    pub fn inspector(&self) -> SocketAddr {
+        let marker = "inspector listening on http://";
+        let mut addr = None;
+        let ok = wait_until(Duration::from_secs(10), || {
+            let text = self.stderr();
+            addr = text.lines().find_map(|l| {
+                let rest = &l[l.find(marker)? + marker.len()..];
+                let end = rest
+                    .find(|c: char| !(c.is_ascii_hexdigit() || ".:[]".contains(c)))
+                    .unwrap_or(rest.len());
+                rest[..end].parse().ok()
+            });
+            addr.is_some()
+        });
+        assert!(ok, "no inspector address; stderr:\n{}", self.stderr());
+        addr.expect("address")
     }
 
     pub fn stdout(&self) -> String {

@@ -151,6 +151,27 @@ impl Browser {
         }
     }
 
+    /// Waits until some element matching `css` has `text` in its text.
+    pub fn wait_for_text_in(&self, css: &str, text: &str, timeout: Duration) {
+        let sel = serde_json::to_string(css).expect("json");
+        let want = serde_json::to_string(text).expect("json");
+        let script = format!(
+            "return Array.from(document.querySelectorAll({sel})).some(e => e.innerText.includes({want}));"
+        );
+        if !wait_until(timeout, || self.eval(&script) == json!(true)) {
+            panic!(
+                "no {css:?} with text {text:?} after {timeout:?}; page text:\n{}",
+                self.page_text()
+            );
+        }
+    }
+
+    /// Clicks the first element matching `css` (waiting up to 5 s for it).
+    pub fn click_css(&self, css: &str) {
+        let e = self.wait_for(css, Duration::from_secs(5));
+        self.click(&e);
+    }
+
     pub fn click(&self, e: &Element) {
         self.cmd("POST", &format!("/element/{}/click", e.0), Some(&json!({})));
     }
