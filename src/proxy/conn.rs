@@ -241,12 +241,23 @@ where
             Scheme::Http => &snap.http_routes,
             Scheme::Https => &snap.https_routes,
         };
-        let tunnels = self.ctx.tunnels.table();
-        let agent_routes = tunnels.routes(self.scheme);
-        let Some(endpoint) = RouteTable::lookup_either(routes, agent_routes, &self.host)
-            .filter(|e| !policy::pipeline::is_internal(e))
-            .cloned()
-        else {
+        let endpoint = loop {
+            let tunnels = self.ctx.tunnels.table();
+            let found = RouteTable::lookup_either(routes, tunnels.routes(self.scheme), &self.host)
+                .filter(|e| !policy::pipeline::is_internal(e))
+                .cloned();
+            // Just upgraded: the host's agent may be reconnecting.
+            if found.is_some()
+                || !self
+                    .ctx
+                    .tunnels
+                    .wait_for_handoff(self.scheme, &self.host)
+                    .await
+            {
+                break found;
+            }
+        };
+        let Some(endpoint) = endpoint else {
             let detail = format!("No endpoint is online for {}.", self.host);
             return self
                 .reply_error(EdgeError::NO_ENDPOINT, &detail, true, settings)

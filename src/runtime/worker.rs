@@ -4,7 +4,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,10 +23,17 @@ use crate::tunnel::registry::Registry;
 use crate::tunnel::worker_tunnels::{RelayReceiver, RelaySender, WorkerTunnels};
 
 /// State shared by every worker and the control thread: the snapshot
-/// store and the stop flag. Read-mostly.
+/// store and the stop flags. Read-mostly.
 pub struct Shared {
     pub store: Arc<SnapshotStore>,
+    /// Drain: stop accepting, close idle connections, finish in-flight
+    /// ones, then end the worker.
     pub stopping: AtomicBool,
+    /// Cleared when an upgraded successor accepts on the same sockets:
+    /// stop accepting only (the drain follows once it has taken over).
+    pub accepting: AtomicBool,
+    /// Accept loops still running, across workers.
+    pub accept_loops: AtomicUsize,
     /// Pending ACME HTTP-01 challenges (written by the ACME manager).
     pub challenges: Arc<Challenges>,
     /// Agent sessions and their endpoints.
@@ -41,7 +48,11 @@ pub struct WorkerCtx {
     pub snapshots: SnapshotCache,
     pub pool: RefCell<UpstreamPool>,
     pub drain: Drain,
+    /// Fired when the worker stops accepting (before or with `drain`).
+    pub stop_accept: Drain,
     pub active: Cell<usize>,
+    /// The worker's share of `Shared::accept_loops`.
+    shared: Arc<Shared>,
     pub challenges: Arc<Challenges>,
     pub tunnels: Rc<WorkerTunnels>,
 }
@@ -204,7 +215,9 @@ async fn worker_main(spec: WorkerSpec) {
         snapshots: SnapshotCache::new(shared.store.clone()),
         pool: RefCell::new(UpstreamPool::default()),
         drain: Drain::new(),
+        stop_accept: Drain::new(),
         active: Cell::new(0),
+        shared: shared.clone(),
         challenges: shared.challenges.clone(),
         tunnels: tunnels.clone(),
     });
@@ -254,6 +267,11 @@ async fn worker_main(spec: WorkerSpec) {
     if let Some(h) = tunnel_loop {
         h.await;
     }
+    // After an upgrade hand-off the worker has stopped accepting but
+    // serves on until the successor has taken over and the drain starts.
+    if !ctx.drain.is_fired() {
+        ctx.drain.wait().await;
+    }
 
     // Drain: idle keep-alive connections close at once (they wait on the
     // drain signal); in-flight exchanges finish, up to the grace period.
@@ -274,11 +292,31 @@ async fn worker_main(spec: WorkerSpec) {
 
 async fn watch_stop(ctx: Rc<WorkerCtx>, shared: Arc<Shared>) {
     loop {
+        if !shared.accepting.load(Ordering::Acquire) {
+            ctx.stop_accept.fire();
+        }
         if shared.stopping.load(Ordering::Acquire) {
+            ctx.stop_accept.fire();
             ctx.drain.fire();
             return;
         }
         monoio::time::sleep(TICK).await;
+    }
+}
+
+/// Counts a running accept loop in `Shared::accept_loops`.
+struct AcceptLoopGuard(Arc<Shared>);
+
+impl AcceptLoopGuard {
+    fn new(shared: &Arc<Shared>) -> AcceptLoopGuard {
+        shared.accept_loops.fetch_add(1, Ordering::AcqRel);
+        AcceptLoopGuard(shared.clone())
+    }
+}
+
+impl Drop for AcceptLoopGuard {
+    fn drop(&mut self) {
+        self.0.accept_loops.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -373,10 +411,12 @@ where
 }
 
 async fn accept_loop(listener: TcpListener, ctx: Rc<WorkerCtx>, kind: Listener) {
+    let _running = AcceptLoopGuard::new(&ctx.shared);
     let kind = Rc::new(kind);
     let mut cap_logged = false;
+    let mut canceller = monoio::io::Canceller::new();
     loop {
-        if ctx.drain.is_fired() {
+        if ctx.stop_accept.is_fired() {
             return;
         }
         let cap = ctx
@@ -398,10 +438,24 @@ async fn accept_loop(listener: TcpListener, ctx: Rc<WorkerCtx>, kind: Listener) 
             continue;
         }
         cap_logged = false;
+        // Cancelled, not dropped, on stop: an accept the kernel completed
+        // meanwhile still yields its connection, which is then served.
+        // (The socket may live on in an upgraded successor; a connection
+        // taken off its queue and dropped here would be lost.)
+        let accept = listener.cancelable_accept(canceller.handle());
+        let mut accept = std::pin::pin!(accept);
+        let mut stopped = false;
         let accepted = monoio::select! {
-            r = listener.accept() => r,
-            _ = ctx.drain.wait() => return,
+            r = &mut accept => r,
+            _ = ctx.stop_accept.wait() => {
+                canceller = canceller.cancel();
+                stopped = true;
+                accept.await
+            }
         };
+        if stopped && accepted.is_err() {
+            return;
+        }
         match accepted {
             Ok((stream, peer)) => {
                 let _ = stream.set_nodelay(true);
