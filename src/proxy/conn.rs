@@ -43,6 +43,12 @@ const DISCARD_LIMIT: u64 = 1024 * 1024;
 /// that closing with unread data does not reset away our response.
 const LINGER: Duration = Duration::from_secs(2);
 
+/// When the drain starts, how long a connection that has not sent its
+/// first request yet still gets to send it: it was accepted before the
+/// edge stopped accepting (an upgrade's hand-off, a stop), and its client
+/// would not retry a request on a connection it just opened.
+const FIRST_REQUEST_ON_DRAIN: Duration = Duration::from_secs(1);
+
 struct Conn<S> {
     client: S,
     scheme: Scheme,
@@ -66,6 +72,8 @@ struct Conn<S> {
     conn_info: policy::ConnInfo,
     /// The endpoint whose on_tcp_connect phase this connection passed.
     tcp_passed: Option<Arc<Endpoint>>,
+    /// No request head read yet on this connection.
+    fresh: bool,
 }
 
 /// What the request policy left to do.
@@ -114,6 +122,7 @@ where
             tls: None,
         },
         tcp_passed: None,
+        fresh: true,
     };
     loop {
         let snap = conn.ctx.snapshots.get();
@@ -166,7 +175,10 @@ where
             if !self.rbuf.is_empty() {
                 started.get_or_insert_with(Instant::now);
                 match self.req.parse(&self.rbuf, max) {
-                    Ok(true) => return Ok(true),
+                    Ok(true) => {
+                        self.fresh = false;
+                        return Ok(true);
+                    }
                     Ok(false) => {}
                     Err(e) => return Err(EdgeError::protocol(e)),
                 }
@@ -183,8 +195,16 @@ where
             };
             let buf = std::mem::take(&mut self.rbuf);
             let (res, buf) = if started.is_none() {
-                // Idle between requests: also wake up for a drain.
-                let drain = self.ctx.drain.wait();
+                // Idle between requests: also wake up for a drain (a
+                // fresh connection a little later).
+                let fresh = self.fresh;
+                let wait = self.ctx.drain.wait();
+                let drain = async move {
+                    wait.await;
+                    if fresh {
+                        monoio::time::sleep(FIRST_REQUEST_ON_DRAIN).await;
+                    }
+                };
                 monoio::select! {
                     r = read_append(&mut self.client, buf, limit) => r,
                     _ = drain => return Ok(false),

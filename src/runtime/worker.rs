@@ -298,6 +298,10 @@ async fn watch_stop(ctx: Rc<WorkerCtx>, shared: Arc<Shared>) {
         if shared.stopping.load(Ordering::Acquire) {
             ctx.stop_accept.fire();
             ctx.drain.fire();
+            // Idle upstream connections now, not at the worker's end: an
+            // idle relayed connection holds a stream slot of another
+            // worker's agent session, whose drain waits for its slots.
+            ctx.pool.borrow_mut().clear();
             return;
         }
         monoio::time::sleep(TICK).await;

@@ -4,6 +4,7 @@
 //! - `upstream`: a std-thread upstream that records what the edge forwarded.
 //! - `client`: a raw-socket HTTP/1.1 client.
 //! - `oidc`: a real OpenID provider (npm oidc-provider) for login tests.
+//! - `sdk`: the ngrok Python SDK forwarding a port (tests/sdk/forward.py).
 //!
 //! Everything binds or connects to 127.0.0.1 only, and every wait is bounded.
 #![allow(dead_code)]
@@ -13,6 +14,7 @@ pub mod client;
 pub mod edge;
 pub mod oidc;
 pub mod pebble;
+pub mod sdk;
 pub mod tls;
 pub mod upstream;
 
