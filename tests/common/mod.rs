@@ -5,6 +5,7 @@
 //! - `client`: a raw-socket HTTP/1.1 client.
 //! - `oidc`: a real OpenID provider (npm oidc-provider) for login tests.
 //! - `sdk`: the ngrok Python SDK forwarding a port (tests/sdk/forward.py).
+//! - `upgrade`: `ringress edge --upgrade` and the successor it starts.
 //!
 //! Everything binds or connects to 127.0.0.1 only, and every wait is bounded.
 #![allow(dead_code)]
@@ -16,6 +17,7 @@ pub mod oidc;
 pub mod pebble;
 pub mod sdk;
 pub mod tls;
+pub mod upgrade;
 pub mod upstream;
 
 use std::fs::{self, File};
