@@ -122,6 +122,10 @@ impl UringSetup {
 /// io_uring submission queue entries per worker.
 const URING_ENTRIES: u32 = 1024;
 
+/// How long an ending worker keeps its runtime turning so that dropped
+/// I/O finishes cancelling and its sockets close.
+const SETTLE: Duration = Duration::from_millis(50);
+
 /// How often a worker looks at the shared stop flag.
 const TICK: Duration = Duration::from_millis(50);
 
@@ -287,6 +291,12 @@ async fn worker_main(spec: WorkerSpec) {
         );
     }
     ctx.pool.borrow_mut().clear();
+    // Let the driver finish the cancellations of dropped reads: a socket
+    // whose read was still in flight is closed only once its cancellation
+    // completes, and a runtime dropped before that would leave the socket
+    // open (silent to its client) until the process exits, which after an
+    // upgrade can be much later than this worker's end.
+    monoio::time::sleep(SETTLE).await;
     debug!(worker = id, "worker stopped");
 }
 
