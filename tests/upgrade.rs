@@ -422,3 +422,30 @@ fn stop_with_idle_agent_sessions_is_quick() {
     // Well inside the SDKs' 2.5 s retry window, so a stop→start keeps them.
     assert!(took < Duration::from_millis(1000), "stop took {took:?}");
 }
+
+#[test]
+fn an_upgrade_may_add_workers() {
+    let up = Upstream::start(Behaviour::Echo);
+    let ctl = Ctl::new();
+    let mut edge = Edge::builder(&app_config(&up, ""))
+        .arg("--upgrade-socket")
+        .arg(&ctl.socket_str())
+        .start();
+    let text = std::fs::read_to_string(edge.config_path()).expect("config");
+    edge.write_config_raw(&text.replace("workers = 2", "workers = 3"));
+    // The running edge's own arguments are used for the new process; the
+    // file is re-read by it, so the new process runs 3 workers: 2 on the
+    // inherited sockets, 1 on a new SO_REUSEPORT socket of the same port.
+    let (next, _) = upgrade_ok(&edge, &ctl, &[]);
+    assert!(edge.wait_exit(Duration::from_secs(15)).is_some());
+    assert!(
+        edge.stderr_text().contains("workers=3"),
+        "{}",
+        edge.stderr_text()
+    );
+    for i in 0..20 {
+        let mut c = Client::connect(edge.addr());
+        echo_get(&mut c, &format!("/more/{i}")).expect("served by the new process");
+    }
+    assert!(next.alive());
+}
