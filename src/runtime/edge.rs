@@ -347,14 +347,31 @@ fn serve(opts: EdgeOptions, predecessor: Option<&Predecessor>) -> Result<(), Edg
         // Control-plane resources (the store) open here, with retry.
         upgraded_from = " upgraded=true".into();
     }
-    let acme = start_acme(&cfg, &shared.challenges, &events_tx)?;
-    if let Some(acme) = &acme {
+    // Shared with the upgrade's close hook: only one process may run the
+    // ACME manager over the data dir's account and certificates.
+    let acme = Arc::new(std::sync::Mutex::new(start_acme(
+        &cfg,
+        &shared.challenges,
+        &events_tx,
+    )?));
+    if let Some(acme) = &*lock(&acme) {
         acme.manage(sorted_domains(&shared.store.load()));
     }
     if let Some(p) = predecessor {
         p.opened();
     }
     let mut hooks = CloseHooks::new();
+    {
+        let acme = acme.clone();
+        hooks.add(
+            "ACME manager",
+            Box::new(move || {
+                if let Some(a) = lock(&acme).take() {
+                    a.shutdown();
+                }
+            }),
+        );
+    }
     let socket_path = control_socket_path(&opts, &cfg);
     let control_socket = {
         let tx = events_tx.clone();
@@ -415,7 +432,7 @@ fn serve(opts: EdgeOptions, predecessor: Option<&Predecessor>) -> Result<(), Edg
                 generation += 1;
                 match reload(&opts, &running, generation, &material) {
                     Ok((next_cfg, snapshot)) => {
-                        if let Some(acme) = &acme {
+                        if let Some(acme) = &*lock(&acme) {
                             acme.manage(sorted_domains(&snapshot));
                         }
                         shared.store.publish(snapshot);
@@ -429,7 +446,7 @@ fn serve(opts: EdgeOptions, predecessor: Option<&Predecessor>) -> Result<(), Edg
                     Err(e) => error!("reload rejected, keeping the running config: {e}"),
                 }
             }
-            ControlEvent::Signal(SIGUSR1) => match &acme {
+            ControlEvent::Signal(SIGUSR1) => match &*lock(&acme) {
                 Some(acme) => {
                     let domains = sorted_domains(&shared.store.load());
                     info!(
@@ -495,7 +512,8 @@ fn serve(opts: EdgeOptions, predecessor: Option<&Predecessor>) -> Result<(), Edg
     }
     listeners.release_all();
     shared.stopping.store(true, Ordering::Release);
-    if let Some(acme) = acme {
+    let running_acme = lock(&acme).take();
+    if let Some(acme) = running_acme {
         acme.shutdown();
     }
     let deadline = Instant::now() + grace + Duration::from_secs(1);
@@ -515,6 +533,10 @@ fn serve(opts: EdgeOptions, predecessor: Option<&Predecessor>) -> Result<(), Edg
     }
     info!("stopped");
     Ok(())
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Hands this edge over to a new process; `Ok` means it has taken over
