@@ -349,11 +349,17 @@ fn serve(opts: EdgeOptions, predecessor: Option<&Predecessor>) -> Result<(), Edg
     }
     // Shared with the upgrade's close hook: only one process may run the
     // ACME manager over the data dir's account and certificates.
-    let acme = Arc::new(std::sync::Mutex::new(start_acme(
-        &cfg,
-        &shared.challenges,
-        &events_tx,
-    )?));
+    let acme = match start_acme(&cfg, &shared.challenges, &events_tx) {
+        Ok(a) => a,
+        // The predecessor has stopped accepting: serve on without ACME
+        // rather than leave nobody serving.
+        Err(e) if predecessor.is_some() => {
+            error!("cannot start the ACME manager after the upgrade; serving without it: {e}");
+            None
+        }
+        Err(e) => return Err(e),
+    };
+    let acme = Arc::new(std::sync::Mutex::new(acme));
     if let Some(acme) = &*lock(&acme) {
         acme.manage(sorted_domains(&shared.store.load()));
     }
