@@ -44,6 +44,8 @@ fn main() -> std::process::ExitCode {
                 data_dir: args.data_dir,
             },
             check: args.check,
+            upgrade: args.upgrade,
+            upgrade_socket: args.upgrade_socket,
         })
         .map_err(|e| e.to_string()),
         Command::Http(args) => ringress::agent::cli::http(args).map_err(|e| e.to_string()),

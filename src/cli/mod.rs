@@ -210,4 +210,12 @@ pub struct EdgeArgs {
     /// Validate the config and exit.
     #[arg(long)]
     pub check: bool,
+    /// Zero-downtime upgrade: check the config, ask the running edge to
+    /// start a new process from the binary on disk and hand it its
+    /// sockets, wait for the outcome (exit status), print the new PID.
+    #[arg(long, conflicts_with = "check")]
+    pub upgrade: bool,
+    /// The running edge's control socket (default `<data_dir>/edge.sock`).
+    #[arg(long, value_name = "PATH")]
+    pub upgrade_socket: Option<PathBuf>,
 }

@@ -74,6 +74,8 @@ pub trait Store: Send + Sync + 'static {
     /// Releases the backing file (an upgrade hands it to the next
     /// process); later calls fail with `Closed`.
     fn close(&self);
+    /// Takes the backing file back after `close` (an upgrade that failed).
+    fn reopen(&self) -> Result<(), StoreError>;
 }
 
 /// The embedded backend: one redb file.
@@ -192,6 +194,14 @@ impl Store for RedbStore {
     fn close(&self) {
         let mut guard = self.db.write().unwrap_or_else(|p| p.into_inner());
         *guard = None;
+    }
+
+    fn reopen(&self) -> Result<(), StoreError> {
+        let mut guard = self.db.write().unwrap_or_else(|p| p.into_inner());
+        if guard.is_none() {
+            *guard = Some(Database::create(&self.path).map_err(db_err)?);
+        }
+        Ok(())
     }
 }
 

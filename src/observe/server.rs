@@ -21,11 +21,10 @@ use super::api::{full, Body, ObserveApi};
 /// Binds now (errors are start-up errors) and serves on a new thread.
 /// Returns the bound address.
 pub fn spawn(
-    addr: SocketAddr,
+    std_listener: std::net::TcpListener,
     api: Arc<ObserveApi>,
     keys: Vec<String>,
 ) -> std::io::Result<SocketAddr> {
-    let std_listener = std::net::TcpListener::bind(addr)?;
     std_listener.set_nonblocking(true)?;
     let bound = std_listener.local_addr()?;
     let keys = Arc::new(keys);

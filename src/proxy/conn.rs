@@ -43,6 +43,12 @@ const DISCARD_LIMIT: u64 = 1024 * 1024;
 /// that closing with unread data does not reset away our response.
 const LINGER: Duration = Duration::from_secs(2);
 
+/// When the drain starts, how long a connection that has not sent its
+/// first request yet still gets to send it: it was accepted before the
+/// edge stopped accepting (an upgrade's hand-off, a stop), and its client
+/// would not retry a request on a connection it just opened.
+const FIRST_REQUEST_ON_DRAIN: Duration = Duration::from_secs(1);
+
 struct Conn<S> {
     client: S,
     scheme: Scheme,
@@ -69,6 +75,8 @@ struct Conn<S> {
     /// Metrics, event and capture record of the current exchange.
     ob: crate::observe::Exchange,
     meta: crate::observe::ConnMeta,
+    /// No request head read yet on this connection.
+    fresh: bool,
 }
 
 /// What the request policy left to do.
@@ -120,6 +128,7 @@ where
         tcp_passed: None,
         ob: crate::observe::Exchange::new(),
         meta,
+        fresh: true,
     };
     loop {
         let snap = conn.ctx.snapshots.get();
@@ -183,7 +192,10 @@ where
             if !self.rbuf.is_empty() {
                 started.get_or_insert_with(Instant::now);
                 match self.req.parse(&self.rbuf, max) {
-                    Ok(true) => return Ok(true),
+                    Ok(true) => {
+                        self.fresh = false;
+                        return Ok(true);
+                    }
                     Ok(false) => {}
                     Err(e) => return Err(EdgeError::protocol(e)),
                 }
@@ -200,8 +212,16 @@ where
             };
             let buf = std::mem::take(&mut self.rbuf);
             let (res, buf) = if started.is_none() {
-                // Idle between requests: also wake up for a drain.
-                let drain = self.ctx.drain.wait();
+                // Idle between requests: also wake up for a drain (a
+                // fresh connection a little later).
+                let fresh = self.fresh;
+                let wait = self.ctx.drain.wait();
+                let drain = async move {
+                    wait.await;
+                    if fresh {
+                        monoio::time::sleep(FIRST_REQUEST_ON_DRAIN).await;
+                    }
+                };
                 monoio::select! {
                     r = read_append(&mut self.client, buf, limit) => r,
                     _ = drain => return Ok(false),
@@ -258,12 +278,23 @@ where
             Scheme::Http => &snap.http_routes,
             Scheme::Https => &snap.https_routes,
         };
-        let tunnels = self.ctx.tunnels.table();
-        let agent_routes = tunnels.routes(self.scheme);
-        let Some(endpoint) = RouteTable::lookup_either(routes, agent_routes, &self.host)
-            .filter(|e| !policy::pipeline::is_internal(e))
-            .cloned()
-        else {
+        let endpoint = loop {
+            let tunnels = self.ctx.tunnels.table();
+            let found = RouteTable::lookup_either(routes, tunnels.routes(self.scheme), &self.host)
+                .filter(|e| !policy::pipeline::is_internal(e))
+                .cloned();
+            // Just upgraded: the host's agent may be reconnecting.
+            if found.is_some()
+                || !self
+                    .ctx
+                    .tunnels
+                    .wait_for_handoff(self.scheme, &self.host)
+                    .await
+            {
+                break found;
+            }
+        };
+        let Some(endpoint) = endpoint else {
             let detail = format!("No endpoint is online for {}.", self.host);
             return self
                 .reply_error(EdgeError::NO_ENDPOINT, &detail, true, settings)

@@ -91,11 +91,22 @@ pub async fn handle(
         send_error(&mut respond, &mut obs, err, "", json);
         return;
     }
-    let tunnels = ctx.tunnels.table();
-    let Some(endpoint) = RouteTable::lookup_either(&snap.https_routes, &tunnels.https, &host)
-        .filter(|e| !policy::pipeline::is_internal(e))
-        .cloned()
-    else {
+    let endpoint = loop {
+        let tunnels = ctx.tunnels.table();
+        let found = RouteTable::lookup_either(&snap.https_routes, &tunnels.https, &host)
+            .filter(|e| !policy::pipeline::is_internal(e))
+            .cloned();
+        // Just upgraded: the host's agent may be reconnecting.
+        if found.is_some()
+            || !ctx
+                .tunnels
+                .wait_for_handoff(crate::route::Scheme::Https, &host)
+                .await
+        {
+            break found;
+        }
+    };
+    let Some(endpoint) = endpoint else {
         let detail = format!("No endpoint is online for {host}.");
         send_error(
             &mut respond,

@@ -1,7 +1,8 @@
 //! The edge process: loads the config, binds one SO_REUSEPORT listener per
 //! worker, starts the pinned workers, then serves as the control thread:
 //! SIGHUP reloads the config and publishes a new snapshot, SIGTERM/SIGINT
-//! drain the workers and exit.
+//! drain the workers and exit; SIGUSR2 (or `ringress edge --upgrade`)
+//! hands the listening sockets to a new process (`upgrade`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -10,12 +11,13 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
-use socket2::{Domain, Protocol, Socket, Type};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
 use thiserror::Error;
 use tracing::{error, info, warn};
 
+use super::listeners::{ListenError, Listeners};
 use super::snapshot::{Snapshot, SnapshotStore, TlsMaterial};
+use super::upgrade::{self, CloseHooks, ControlRequest, ControlSocket, Predecessor, Restart};
 use super::worker::{self, DriverKind, Shared, WorkerSpec};
 use crate::config::{self, ConfigError, EdgeConfig};
 use crate::control::api::{ApiAuth, ApiServer, KeyCheck, Mount, Routes};
@@ -26,18 +28,14 @@ use crate::tls::local_ca::LocalCa;
 use crate::tunnel::registry::{Registry, RegistryConfig};
 use crate::tunnel::worker_tunnels::relay_channels;
 
-/// Accept queue length asked of the kernel (capped by net.core.somaxconn).
-const LISTEN_BACKLOG: i32 = 4096;
-
 #[derive(Debug, Error)]
 pub enum EdgeError {
     #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Listen(#[from] ListenError),
+    #[error(transparent)]
+    Upgrade(#[from] upgrade::UpgradeError),
     #[error("cannot start workers: {0}")]
     Workers(String),
     #[error("cannot install signal handlers: {0}")]
@@ -60,6 +58,8 @@ enum ControlEvent {
     /// The store's cloud state changed (an API write): publish it, then
     /// say whether the snapshot could be built.
     Cloud(Box<CloudState>, std::sync::mpsc::Sender<Result<(), String>>),
+    /// `ringress edge --upgrade` on the control socket.
+    Upgrade(ControlRequest),
 }
 
 /// Hands API changes to the control thread and waits for the verdict.
@@ -191,6 +191,10 @@ pub struct EdgeOptions {
     pub overrides: Overrides,
     /// Validate the config and exit.
     pub check: bool,
+    /// Ask the running edge to upgrade itself, wait for the outcome, exit.
+    pub upgrade: bool,
+    /// The running edge's control socket (default `<data_dir>/edge.sock`).
+    pub upgrade_socket: Option<PathBuf>,
 }
 
 fn load(opts: &EdgeOptions) -> Result<EdgeConfig, ConfigError> {
@@ -235,41 +239,34 @@ fn load(opts: &EdgeOptions) -> Result<EdgeConfig, ConfigError> {
     Ok(cfg)
 }
 
-/// Binds `n` listeners sharing one address through SO_REUSEPORT. With
-/// port 0, the first bind picks the port and the others reuse it.
-fn bind_reuseport(addr: SocketAddr, n: usize) -> Result<Vec<std::net::TcpListener>, EdgeError> {
-    let mut out = Vec::with_capacity(n);
-    let mut addr = addr;
-    for _ in 0..n {
-        let bind = |addr: SocketAddr| -> std::io::Result<std::net::TcpListener> {
-            let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-            sock.set_reuse_address(true)?;
-            sock.set_reuse_port(true)?;
-            sock.set_nonblocking(true)?;
-            sock.set_nodelay(true)?;
-            sock.bind(&addr.into())?;
-            sock.listen(LISTEN_BACKLOG)?;
-            Ok(sock.into())
-        };
-        let l = bind(addr).map_err(|source| EdgeError::Bind { addr, source })?;
-        if addr.port() == 0 {
-            addr = l
-                .local_addr()
-                .map_err(|source| EdgeError::Bind { addr, source })?;
-        }
-        out.push(l);
+/// Runs the edge until SIGTERM/SIGINT, or until an upgrade has handed it
+/// over to a new process and it has drained. With `upgrade`, asks the
+/// running edge to upgrade instead.
+pub fn run(opts: EdgeOptions) -> Result<(), EdgeError> {
+    if opts.upgrade {
+        return request_upgrade(&opts);
     }
-    Ok(out)
+    let predecessor = match Predecessor::from_env() {
+        Some(p) => Some(p?),
+        None => None,
+    };
+    let result = serve(opts, predecessor.as_ref());
+    if let (Err(e), Some(p)) = (&result, &predecessor) {
+        p.fail(&e.to_string());
+    }
+    result
 }
 
-/// Binds the API listener (reported before anything starts).
-fn bind_api(cfg: &EdgeConfig) -> Result<Option<std::net::TcpListener>, EdgeError> {
+/// The API listener (reported before anything starts), through
+/// `listeners` so that an upgrade hands it on.
+fn bind_api(
+    cfg: &EdgeConfig,
+    listeners: &mut Listeners,
+) -> Result<Option<std::net::TcpListener>, EdgeError> {
     let Some(addr) = cfg.listen.api else {
         return Ok(None);
     };
-    std::net::TcpListener::bind(addr)
-        .map(Some)
-        .map_err(|source| EdgeError::Bind { addr, source })
+    Ok(Some(listeners.take_or_bind_one("api", addr)?))
 }
 
 /// The API listener's TLS config from `[api] tls_cert`/`tls_key`.
@@ -315,8 +312,29 @@ fn start_api(
     .map_err(|e| EdgeError::Api(e.to_string()))
 }
 
-/// Runs the edge until SIGTERM/SIGINT.
-pub fn run(opts: EdgeOptions) -> Result<(), EdgeError> {
+/// `ringress edge --upgrade`: checks the config first (a broken one never
+/// reaches the running edge), then asks the running edge to upgrade.
+fn request_upgrade(opts: &EdgeOptions) -> Result<(), EdgeError> {
+    let cfg = load(opts)?;
+    let mut material = TlsMaterial::default();
+    if cfg.dev {
+        material.local_ca = Some(Arc::new(LocalCa::load_or_create(&cfg.data_dir)?));
+    }
+    Snapshot::build(&cfg, 1, &material)?;
+    let socket = control_socket_path(opts, &cfg);
+    let pid = upgrade::request(&socket, upgrade::REQUEST_TIMEOUT)?;
+    info!(pid, "upgraded: the new edge serves");
+    println!("upgraded: new pid {pid}");
+    Ok(())
+}
+
+fn control_socket_path(opts: &EdgeOptions, cfg: &EdgeConfig) -> PathBuf {
+    opts.upgrade_socket
+        .clone()
+        .unwrap_or_else(|| cfg.data_dir.join(upgrade::SOCKET_NAME))
+}
+
+fn serve(opts: EdgeOptions, predecessor: Option<&Predecessor>) -> Result<(), EdgeError> {
     let cfg = load(&opts)?;
     let mut material = TlsMaterial::default();
     if cfg.dev {
@@ -333,9 +351,15 @@ pub fn run(opts: EdgeOptions) -> Result<(), EdgeError> {
         info!(endpoints = cfg.endpoints.len(), "config is valid");
         return Ok(());
     }
+    let restart = Restart::current();
+    let (mut listeners, reservations) = match predecessor {
+        Some(p) => p.hello(cfg.workers)?,
+        None => (Listeners::new(), Vec::new()),
+    };
     let (events_tx, events) = std::sync::mpsc::channel::<ControlEvent>();
-    let mut signals = signal_hook::iterator::Signals::new([SIGHUP, SIGINT, SIGTERM, SIGUSR1])
-        .map_err(EdgeError::Signals)?;
+    let mut signals =
+        signal_hook::iterator::Signals::new([SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2])
+            .map_err(EdgeError::Signals)?;
     let signal_tx = events_tx.clone();
     std::thread::Builder::new()
         .name("ringress-signals".into())
@@ -348,15 +372,26 @@ pub fn run(opts: EdgeOptions) -> Result<(), EdgeError> {
         })
         .map_err(|e| EdgeError::Workers(e.to_string()))?;
 
-    let http_listeners = bind_reuseport(cfg.listen.http, cfg.workers)?;
+    // Every listener kind goes through `listeners`, so an upgrade hands it
+    // on: one `take_or_bind` (per worker) or `take_or_bind_one` (control
+    // plane) line per kind.
+    let http_listeners = listeners.take_or_bind("http", cfg.listen.http, cfg.workers)?;
     let https_listeners = match cfg.listen.https {
-        Some(addr) => Some(bind_reuseport(addr, cfg.workers)?),
+        Some(addr) => Some(listeners.take_or_bind("https", addr, cfg.workers)?),
         None => None,
     };
     let tunnel_listeners = match cfg.listen.tunnel {
-        Some(addr) => Some(bind_reuseport(addr, cfg.workers)?),
+        Some(addr) => Some(listeners.take_or_bind("tunnel", addr, cfg.workers)?),
         None => None,
     };
+    let api_listener = bind_api(&cfg, &mut listeners)?;
+    let observe_listener = match cfg.observe.listen {
+        Some(addr) => Some((addr, listeners.take_or_bind_one("observe", addr)?)),
+        None => None,
+    };
+    for (kind, addr) in listeners.unclaimed() {
+        warn!(%kind, %addr, "the running edge listens on an address this config no longer has; it closes when the old process stops");
+    }
     let tunnel_addr = tunnel_listeners
         .as_deref()
         .zip(cfg.listen.tunnel)
@@ -366,14 +401,9 @@ pub fn run(opts: EdgeOptions) -> Result<(), EdgeError> {
         .as_deref()
         .zip(cfg.listen.https)
         .map(|(l, a)| local_addr_of(l, a));
-    let api_listener = bind_api(&cfg)?;
     let api_addr = api_listener.as_ref().and_then(|l| l.local_addr().ok());
     let api_tls = api_tls(&cfg)?;
     let challenges = Challenges::new();
-    let acme = start_acme(&cfg, &challenges, &events_tx)?;
-    if let Some(acme) = &acme {
-        acme.manage(sorted_domains(&first));
-    }
     let registry = Arc::new(Registry::new(RegistryConfig {
         dev: cfg.dev,
         auth_tokens: cfg.tunnel.auth_tokens.clone(),
@@ -385,6 +415,7 @@ pub fn run(opts: EdgeOptions) -> Result<(), EdgeError> {
         reserved_domains: cfg.tunnel.reserved_domains.clone(),
         cname_base: cfg.tunnel.cname_base.clone(),
     }));
+    registry.import_reservations(&reservations);
     let (relays, relay_rxs) = relay_channels(cfg.workers);
     let store = Arc::new(SnapshotStore::new(first));
     registry.set_config_store(store.clone());
@@ -399,6 +430,8 @@ pub fn run(opts: EdgeOptions) -> Result<(), EdgeError> {
     let shared = Arc::new(Shared {
         store,
         stopping: AtomicBool::new(false),
+        accepting: AtomicBool::new(true),
+        accept_loops: std::sync::atomic::AtomicUsize::new(0),
         challenges,
         registry,
         relays,
@@ -414,13 +447,13 @@ pub fn run(opts: EdgeOptions) -> Result<(), EdgeError> {
         https: https_addr,
     });
     let mut worker_obs = worker_obs.into_iter();
-    let observe_addr = match cfg.observe.listen {
-        Some(addr) => {
+    let observe_addr = match observe_listener {
+        Some((addr, listener)) => {
             // Without the API's resolver, endpoint ids are URL-encoded URLs.
             let api =
                 crate::observe::api::ObserveApi::new(observe_hub.clone(), Arc::new(|_: &str| None));
             Some(
-                crate::observe::server::spawn(addr, api, cfg.observe.api_keys.clone())
+                crate::observe::server::spawn(listener, api, cfg.observe.api_keys.clone())
                     .map_err(|source| EdgeError::Bind { addr, source })?,
             )
         }
@@ -483,8 +516,14 @@ pub fn run(opts: EdgeOptions) -> Result<(), EdgeError> {
     for _ in 0..handles.len() {
         match rx.recv_timeout(Duration::from_secs(10)) {
             Ok(Ok(kind)) => kinds.push(kind),
-            Ok(Err(e)) => return Err(EdgeError::Workers(e)),
-            Err(e) => return Err(EdgeError::Workers(format!("worker did not start: {e}"))),
+            Ok(Err(e)) => {
+                shared.stopping.store(true, Ordering::Release);
+                return Err(EdgeError::Workers(e));
+            }
+            Err(e) => {
+                shared.stopping.store(true, Ordering::Release);
+                return Err(EdgeError::Workers(format!("worker did not start: {e}")));
+            }
         }
     }
     // Other modules add their routes here (observe: /metrics, captures).
@@ -511,7 +550,82 @@ pub fn run(opts: EdgeOptions) -> Result<(), EdgeError> {
         },
         mounts,
     )?;
+    // Shared with the upgrade's close hook, which stops it once the
+    // successor serves the API on the same socket.
+    let api = Arc::new(std::sync::Mutex::new(api));
     worker::log_driver(&kinds);
+    // Accepting on the (inherited) sockets: the old process may stop,
+    // close its control-plane resources and let us open ours.
+    let mut upgraded_from = String::new();
+    if let Some(p) = predecessor {
+        match p.ready() {
+            Ok(items) => shared.registry.import_reservations(&items),
+            Err(e) => {
+                shared.stopping.store(true, Ordering::Release);
+                return Err(e.into());
+            }
+        }
+        // Control-plane resources (the store) open here, with retry.
+        upgraded_from = " upgraded=true".into();
+    }
+    // Shared with the upgrade's close hook: only one process may run the
+    // ACME manager over the data dir's account and certificates.
+    let acme = match start_acme(&cfg, &shared.challenges, &events_tx) {
+        Ok(a) => a,
+        // The predecessor has stopped accepting: serve on without ACME
+        // rather than leave nobody serving.
+        Err(e) if predecessor.is_some() => {
+            error!("cannot start the ACME manager after the upgrade; serving without it: {e}");
+            None
+        }
+        Err(e) => return Err(e),
+    };
+    let acme = Arc::new(std::sync::Mutex::new(acme));
+    if let Some(acme) = &*lock(&acme) {
+        acme.manage(sorted_domains(&shared.store.load()));
+    }
+    if let Some(p) = predecessor {
+        p.opened();
+    }
+    let mut hooks = CloseHooks::new();
+    {
+        let acme = acme.clone();
+        hooks.add(
+            "ACME manager",
+            Box::new(move || {
+                if let Some(a) = lock(&acme).take() {
+                    a.shutdown();
+                }
+            }),
+        );
+    }
+    {
+        let api = api.clone();
+        hooks.add(
+            "API server",
+            Box::new(move || {
+                if let Some(a) = lock(&api).take() {
+                    a.stop();
+                }
+            }),
+        );
+    }
+    let socket_path = control_socket_path(&opts, &cfg);
+    let control_socket = {
+        let tx = events_tx.clone();
+        match ControlSocket::bind(
+            &socket_path,
+            Box::new(move |req| {
+                let _ = tx.send(ControlEvent::Upgrade(req));
+            }),
+        ) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                warn!(path = %socket_path.display(), error = %e, "no control socket: `ringress edge --upgrade` cannot reach this edge (SIGUSR2 still upgrades it)");
+                None
+            }
+        }
+    };
     let driver = kinds.first().map(|k| k.as_str()).unwrap_or("none");
     let https_field = https_addr
         .map(|a| format!(" https={a}"))
@@ -524,20 +638,43 @@ pub fn run(opts: EdgeOptions) -> Result<(), EdgeError> {
             .unwrap_or_default()
         + &api_addr.map(|a| format!(" api={a}")).unwrap_or_default();
     info!(
-        "ringress edge ready http={http_addr}{https_field} workers={} driver={driver} endpoints={}",
+        "ringress edge ready http={http_addr}{https_field} workers={} driver={driver} endpoints={} pid={}{upgraded_from}",
         handles.len(),
-        cfg.endpoints.len()
+        cfg.endpoints.len(),
+        std::process::id(),
     );
+    if predecessor.is_none() {
+        super::notify::notify("READY=1");
+    }
 
     let mut generation = 1;
     let mut running = cfg;
-    while let Ok(event) = events.recv() {
+    let mut released = vec![false; handles.len()];
+    let mut handed_over = false;
+    loop {
+        let event = match events.recv_timeout(Duration::from_millis(500)) {
+            Ok(e) => e,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                // A worker that ended (a panic) must not leave a duplicate
+                // of its sockets open: the kernel would queue connections
+                // on them for nobody.
+                for (i, h) in handles.iter().enumerate() {
+                    if h.is_finished() && !released[i] {
+                        released[i] = true;
+                        listeners.release_slot(i);
+                        error!(worker = i, "worker ended; its listeners are closed");
+                    }
+                }
+                continue;
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+        };
         match event {
             ControlEvent::Signal(SIGHUP) => {
                 generation += 1;
                 match reload(&opts, &running, generation, &material) {
                     Ok((next_cfg, snapshot)) => {
-                        if let Some(acme) = &acme {
+                        if let Some(acme) = &*lock(&acme) {
                             acme.manage(sorted_domains(&snapshot));
                         }
                         shared.store.publish(snapshot);
@@ -560,7 +697,7 @@ pub fn run(opts: EdgeOptions) -> Result<(), EdgeError> {
                     Err(e) => error!("reload rejected, keeping the running config: {e}"),
                 }
             }
-            ControlEvent::Signal(SIGUSR1) => match &acme {
+            ControlEvent::Signal(SIGUSR1) => match &*lock(&acme) {
                 Some(acme) => {
                     let domains = sorted_domains(&shared.store.load());
                     info!(
@@ -581,7 +718,7 @@ pub fn run(opts: EdgeOptions) -> Result<(), EdgeError> {
                 generation += 1;
                 match Snapshot::build(&running, generation, &material) {
                     Ok(snapshot) => {
-                        if let Some(acme) = &acme {
+                        if let Some(acme) = &*lock(&acme) {
                             acme.manage(sorted_domains(&snapshot));
                         }
                         shared.store.publish(snapshot);
@@ -596,8 +733,23 @@ pub fn run(opts: EdgeOptions) -> Result<(), EdgeError> {
                     }
                 }
             }
+            ControlEvent::Signal(SIGUSR2) => {
+                if try_upgrade(&restart, &mut listeners, &shared, &mut hooks, plane.as_deref()).is_ok() {
+                    handed_over = true;
+                    break;
+                }
+            }
+            ControlEvent::Upgrade(req) => {
+                let result = try_upgrade(&restart, &mut listeners, &shared, &mut hooks, plane.as_deref());
+                req.respond(&result);
+                if result.is_ok() {
+                    handed_over = true;
+                    break;
+                }
+            }
             ControlEvent::Signal(signal) => {
                 info!(signal, "stopping: draining connections (grace {:?})", grace);
+                super::notify::notify("STOPPING=1");
                 break;
             }
             ControlEvent::Certificate(cert) => {
@@ -620,11 +772,25 @@ pub fn run(opts: EdgeOptions) -> Result<(), EdgeError> {
             }
         }
     }
+    if handed_over {
+        info!(
+            "handed over to the new process: draining connections (grace {:?})",
+            grace
+        );
+        // The successor owns the control socket's path now.
+        if let Some(s) = control_socket {
+            std::mem::forget(s);
+        }
+    } else {
+        drop(control_socket);
+    }
+    listeners.release_all();
     shared.stopping.store(true, Ordering::Release);
-    if let Some(api) = api {
+    if let Some(api) = lock(&api).take() {
         api.stop();
     }
-    if let Some(acme) = acme {
+    let running_acme = lock(&acme).take();
+    if let Some(acme) = running_acme {
         acme.shutdown();
     }
     if let Some(plane) = &plane {
@@ -647,6 +813,50 @@ pub fn run(opts: EdgeOptions) -> Result<(), EdgeError> {
     }
     info!("stopped");
     Ok(())
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Hands this edge over to a new process; `Ok` means it has taken over
+/// and this one must drain, `Err` that this one keeps serving.
+fn try_upgrade(
+    restart: &Restart,
+    listeners: &mut Listeners,
+    shared: &Shared,
+    hooks: &mut CloseHooks,
+    plane: Option<&Plane>,
+) -> Result<u32, String> {
+    info!("upgrade requested: starting a new process");
+    // The successor opens the store before it builds its first snapshot
+    // (cloud endpoints route from its first request): release it now. API
+    // calls answer 503 until the successor's API server takes over.
+    if let Some(plane) = plane {
+        plane.store().close();
+    }
+    let result = upgrade::hand_off(upgrade::HandOff {
+        restart,
+        listeners,
+        registry: &shared.registry,
+        shared,
+        hooks,
+    });
+    match result {
+        Ok(pid) => {
+            info!(pid, "upgrade: the new process serves; draining this one");
+            Ok(pid)
+        }
+        Err(e) => {
+            if let Some(plane) = plane {
+                if let Err(e) = plane.store().reopen() {
+                    error!("cannot reopen the store after a failed upgrade (API writes fail until restart): {e}");
+                }
+            }
+            error!("upgrade failed, this edge keeps serving: {e}");
+            Err(e.to_string())
+        }
+    }
 }
 
 fn local_addr_of(listeners: &[std::net::TcpListener], configured: SocketAddr) -> SocketAddr {

@@ -8,5 +8,9 @@
 pub mod catch_unwind;
 pub mod drain;
 pub mod edge;
+pub mod handoff;
+pub mod listeners;
+pub mod notify;
 pub mod snapshot;
+pub mod upgrade;
 pub mod worker;

@@ -4,7 +4,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,10 +24,17 @@ use crate::tunnel::registry::Registry;
 use crate::tunnel::worker_tunnels::{RelayReceiver, RelaySender, WorkerTunnels};
 
 /// State shared by every worker and the control thread: the snapshot
-/// store and the stop flag. Read-mostly.
+/// store and the stop flags. Read-mostly.
 pub struct Shared {
     pub store: Arc<SnapshotStore>,
+    /// Drain: stop accepting, close idle connections, finish in-flight
+    /// ones, then end the worker.
     pub stopping: AtomicBool,
+    /// Cleared when an upgraded successor accepts on the same sockets:
+    /// stop accepting only (the drain follows once it has taken over).
+    pub accepting: AtomicBool,
+    /// Accept loops still running, across workers.
+    pub accept_loops: AtomicUsize,
     /// Pending ACME HTTP-01 challenges (written by the ACME manager).
     pub challenges: Arc<Challenges>,
     /// Agent sessions and their endpoints.
@@ -42,7 +49,11 @@ pub struct WorkerCtx {
     pub snapshots: SnapshotCache,
     pub pool: RefCell<UpstreamPool>,
     pub drain: Drain,
+    /// Fired when the worker stops accepting (before or with `drain`).
+    pub stop_accept: Drain,
     pub active: Cell<usize>,
+    /// The worker's share of `Shared::accept_loops`.
+    shared: Arc<Shared>,
     pub challenges: Arc<Challenges>,
     pub tunnels: Rc<WorkerTunnels>,
     /// Metrics, events and inspector capture (worker-local).
@@ -113,6 +124,10 @@ impl UringSetup {
 
 /// io_uring submission queue entries per worker.
 const URING_ENTRIES: u32 = 1024;
+
+/// How long an ending worker keeps its runtime turning so that dropped
+/// I/O finishes cancelling and its sockets close.
+const SETTLE: Duration = Duration::from_millis(50);
 
 /// How often a worker looks at the shared stop flag.
 const TICK: Duration = Duration::from_millis(50);
@@ -209,7 +224,9 @@ async fn worker_main(spec: WorkerSpec) {
         snapshots: SnapshotCache::new(shared.store.clone()),
         pool: RefCell::new(UpstreamPool::default()),
         drain: Drain::new(),
+        stop_accept: Drain::new(),
         active: Cell::new(0),
+        shared: shared.clone(),
         challenges: shared.challenges.clone(),
         tunnels: tunnels.clone(),
         obs,
@@ -263,6 +280,11 @@ async fn worker_main(spec: WorkerSpec) {
     if let Some(h) = tunnel_loop {
         h.await;
     }
+    // After an upgrade hand-off the worker has stopped accepting but
+    // serves on until the successor has taken over and the drain starts.
+    if !ctx.drain.is_fired() {
+        ctx.drain.wait().await;
+    }
 
     // Drain: idle keep-alive connections close at once (they wait on the
     // drain signal); in-flight exchanges finish, up to the grace period.
@@ -278,13 +300,27 @@ async fn worker_main(spec: WorkerSpec) {
         );
     }
     ctx.pool.borrow_mut().clear();
+    // Let the driver finish the cancellations of dropped reads: a socket
+    // whose read was still in flight is closed only once its cancellation
+    // completes, and a runtime dropped before that would leave the socket
+    // open (silent to its client) until the process exits, which after an
+    // upgrade can be much later than this worker's end.
+    monoio::time::sleep(SETTLE).await;
     debug!(worker = id, "worker stopped");
 }
 
 async fn watch_stop(ctx: Rc<WorkerCtx>, shared: Arc<Shared>) {
     loop {
+        if !shared.accepting.load(Ordering::Acquire) {
+            ctx.stop_accept.fire();
+        }
         if shared.stopping.load(Ordering::Acquire) {
+            ctx.stop_accept.fire();
             ctx.drain.fire();
+            // Idle upstream connections now, not at the worker's end: an
+            // idle relayed connection holds a stream slot of another
+            // worker's agent session, whose drain waits for its slots.
+            ctx.pool.borrow_mut().clear();
             return;
         }
         monoio::time::sleep(TICK).await;
@@ -303,6 +339,22 @@ async fn publish_stats(ctx: Rc<WorkerCtx>) {
             _ = monoio::time::sleep(crate::observe::worker::FLUSH_EVERY) => {}
             _ = ctx.drain.wait() => {}
         }
+    }
+}
+
+/// Counts a running accept loop in `Shared::accept_loops`.
+struct AcceptLoopGuard(Arc<Shared>);
+
+impl AcceptLoopGuard {
+    fn new(shared: &Arc<Shared>) -> AcceptLoopGuard {
+        shared.accept_loops.fetch_add(1, Ordering::AcqRel);
+        AcceptLoopGuard(shared.clone())
+    }
+}
+
+impl Drop for AcceptLoopGuard {
+    fn drop(&mut self) {
+        self.0.accept_loops.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -413,10 +465,12 @@ where
 }
 
 async fn accept_loop(listener: TcpListener, ctx: Rc<WorkerCtx>, kind: Listener) {
+    let _running = AcceptLoopGuard::new(&ctx.shared);
     let kind = Rc::new(kind);
     let mut cap_logged = false;
+    let mut canceller = monoio::io::Canceller::new();
     loop {
-        if ctx.drain.is_fired() {
+        if ctx.stop_accept.is_fired() {
             return;
         }
         let cap = ctx
@@ -438,10 +492,24 @@ async fn accept_loop(listener: TcpListener, ctx: Rc<WorkerCtx>, kind: Listener) 
             continue;
         }
         cap_logged = false;
+        // Cancelled, not dropped, on stop: an accept the kernel completed
+        // meanwhile still yields its connection, which is then served.
+        // (The socket may live on in an upgraded successor; a connection
+        // taken off its queue and dropped here would be lost.)
+        let accept = listener.cancelable_accept(canceller.handle());
+        let mut accept = std::pin::pin!(accept);
+        let mut stopped = false;
         let accepted = monoio::select! {
-            r = listener.accept() => r,
-            _ = ctx.drain.wait() => return,
+            r = &mut accept => r,
+            _ = ctx.stop_accept.wait() => {
+                canceller = canceller.cancel();
+                stopped = true;
+                accept.await
+            }
         };
+        if stopped && accepted.is_err() {
+            return;
+        }
         match accepted {
             Ok((stream, peer)) => {
                 let _ = stream.set_nodelay(true);

@@ -29,6 +29,9 @@ const AUTH_TIMEOUT: Duration = Duration::from_secs(30);
 /// Heartbeat defaults when the agent's Auth does not say (spec §4).
 const DEFAULT_BEAT: Duration = Duration::from_secs(10);
 const DEFAULT_TOLERANCE: Duration = Duration::from_secs(15);
+/// On a drain, how long GOAWAY gets to reach the agent before the
+/// connection closes (the agent's own close is not awaited).
+const DRAIN_CLOSE_WAIT: Duration = Duration::from_millis(200);
 
 /// Session-wide state shared by its stream tasks.
 struct SessionState {
@@ -87,6 +90,7 @@ where
             }
         }
     };
+    let mut draining = false;
     monoio::select! {
         _ = accept => debug!(session = id, "agent session ended"),
         why = watchdog => {
@@ -104,12 +108,20 @@ where
             }
             // GOAWAY, then close promptly (muxado-go over-reads GOAWAY).
             mux.goaway(ErrorCode::None, "edge shutting down");
+            draining = true;
         }
     }
     tunnels.remove_session(id);
     ctx.pool.borrow_mut().drop_session(id);
     registry.session_gone(id);
-    match monoio::time::timeout(Duration::from_secs(2), driver).await {
+    // On a drain, a short wait: the SDKs reconnect on GOAWAY but keep
+    // their end open, and a stop (or an upgrade) must not wait for them.
+    let close_wait = if draining {
+        DRAIN_CLOSE_WAIT
+    } else {
+        Duration::from_secs(2)
+    };
+    match monoio::time::timeout(close_wait, driver).await {
         Ok(Err(e)) => debug!(session = id, error = %e, "agent session error"),
         Err(_) => mux.close(),
         Ok(Ok(())) => {}

@@ -65,6 +65,9 @@ pub struct TunnelTable {
     pub generation: u64,
     pub http: RouteTable,
     pub https: RouteTable,
+    /// Hosts handed over by the process this one upgraded, whose agents
+    /// have not re-bound yet, with the time to stop waiting for them.
+    pub awaiting: HashMap<(Scheme, String), Instant>,
 }
 
 impl TunnelTable {
@@ -146,6 +149,10 @@ struct HostRec {
     tunnels: Vec<String>,
     /// Kept for a reconnecting agent: its bind token and the deadline.
     reserved: Option<(String, Instant)>,
+    /// The reservation came with an upgrade hand-off: the agent is
+    /// reconnecting from the old process right now, so requests for the
+    /// host wait for it (see `TunnelTable::awaiting`).
+    handoff: bool,
 }
 
 #[derive(Debug, Default)]
@@ -828,6 +835,9 @@ impl Registry {
                 }
             }
             if members.is_empty() {
+                if let (true, Some((_, until))) = (rec.handoff, &rec.reserved) {
+                    table.awaiting.insert((*scheme, host.clone()), *until);
+                }
                 continue;
             }
             let endpoint = Arc::new(Endpoint {
@@ -849,6 +859,91 @@ impl Registry {
         }
         self.table.store(Arc::new(table));
         self.generation.store(generation, Ordering::Release);
+    }
+}
+
+/// An agent URL handed from one edge process to its successor during an
+/// upgrade: the host stays reserved for the agent that held it (it
+/// re-binds with its tunnel token) for `remaining_ms`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Reservation {
+    /// `http` or `https`.
+    pub scheme: String,
+    pub host: String,
+    pub token: String,
+    pub remaining_ms: u64,
+}
+
+/// How long a handed-over URL stays reserved at least, whatever
+/// `reserve_grace` says: the agents are reconnecting right now.
+const HANDOFF_RESERVE_MIN: Duration = Duration::from_secs(10);
+
+impl Registry {
+    /// Every host online or reserved here, as reservations for the
+    /// successor of an upgrade.
+    pub fn export_reservations(&self) -> Vec<Reservation> {
+        let st = self.lock();
+        let now = Instant::now();
+        let live_for = self.cfg.reserve_grace.max(HANDOFF_RESERVE_MIN);
+        let mut out = Vec::new();
+        for ((scheme, host), rec) in &st.hosts {
+            let live = rec
+                .tunnels
+                .iter()
+                .filter_map(|id| st.tunnels.get(id))
+                .find(|t| t.session != 0);
+            let (token, remaining) = match (live, &rec.reserved) {
+                (Some(t), _) => (t.token.clone(), live_for),
+                (None, Some((token, until))) if *until > now => {
+                    (token.clone(), (*until - now).max(HANDOFF_RESERVE_MIN))
+                }
+                _ => continue,
+            };
+            out.push(Reservation {
+                scheme: scheme.as_str().to_owned(),
+                host: host.clone(),
+                token,
+                remaining_ms: remaining.as_millis() as u64,
+            });
+        }
+        out
+    }
+
+    /// Takes the reservations of the process being upgraded: a host nobody
+    /// serves here yet is kept for its agent's token, and requests for it
+    /// wait for that agent to re-bind.
+    pub fn import_reservations(&self, items: &[Reservation]) {
+        if items.is_empty() {
+            return;
+        }
+        let mut st = self.lock();
+        let now = Instant::now();
+        let mut taken = 0usize;
+        for r in items {
+            let scheme = match r.scheme.as_str() {
+                "http" => Scheme::Http,
+                "https" => Scheme::Https,
+                _ => continue,
+            };
+            let mut host = String::new();
+            if !normalize_host(r.host.as_bytes(), &mut host) || !valid_hostname(&host) {
+                continue;
+            }
+            let rec = st.hosts.entry((scheme, host)).or_default();
+            if !rec.tunnels.is_empty() {
+                continue;
+            }
+            let until = now + Duration::from_millis(r.remaining_ms.min(3_600_000));
+            rec.reserved = Some((r.token.clone(), until));
+            rec.handoff = true;
+            taken += 1;
+        }
+        self.publish(&st);
+        drop(st);
+        info!(
+            reservations = taken,
+            "agent URLs reserved for the agents of the upgraded process"
+        );
     }
 }
 
@@ -1059,6 +1154,58 @@ mod tests {
             .unwrap();
         assert_eq!(target.members.len(), 1);
         assert_eq!(target.members[0].sessions.len(), 2);
+    }
+
+    #[test]
+    fn handed_over_urls_wait_for_their_agent_in_the_new_process() {
+        // The old process: an agent holds a host.
+        let old = reg();
+        let s = authed(&old, 0);
+        let first = old.bind(s, &bind_domain("h.test", false));
+        let items = old.export_reservations();
+        assert_eq!(items.len(), 1);
+        assert_eq!(items[0].host, "h.test");
+        assert_eq!(items[0].token, first.extra.token);
+        // The new process: requests wait, strangers are refused, the
+        // agent re-binds with its id and token.
+        let new = reg();
+        new.import_reservations(&items);
+        let key = (Scheme::Https, "h.test".to_owned());
+        assert!(new.table().awaiting.contains_key(&key));
+        let other = authed(&new, 0);
+        let e = new.bind(other, &bind_domain("h.test", false)).error;
+        assert!(e.ends_with("ERR_NGROK_334"), "{e}");
+        let s2 = authed(&new, 1);
+        let mut again = bind_domain("h.test", false);
+        again.id = first.id.clone();
+        again.extra.token = first.extra.token.clone();
+        let resp = new.bind(s2, &again);
+        assert!(resp.error.is_empty(), "{}", resp.error);
+        assert_eq!(resp.id, first.id);
+        assert_eq!(resp.url, first.url);
+        let table = new.table();
+        assert!(table.https.lookup("h.test").is_some());
+        assert!(!table.awaiting.contains_key(&key));
+    }
+
+    #[test]
+    fn bad_handed_over_reservations_are_skipped() {
+        let new = reg();
+        new.import_reservations(&[
+            Reservation {
+                scheme: "tcp".into(),
+                host: "a.test".into(),
+                token: "t".into(),
+                remaining_ms: 1000,
+            },
+            Reservation {
+                scheme: "https".into(),
+                host: "bad host!".into(),
+                token: "t".into(),
+                remaining_ms: 1000,
+            },
+        ]);
+        assert!(new.table().awaiting.is_empty());
     }
 
     #[test]

@@ -130,6 +130,30 @@ impl WorkerTunnels {
 
     /// The current table, re-read only when its generation moved.
     #[allow(clippy::redundant_allocation)]
+    /// After an upgrade, requests for a host whose agent is reconnecting
+    /// from the old process wait for it instead of getting a 404: returns
+    /// false at once when `host` is not awaited (the usual case, no
+    /// allocation), else waits until the tunnel table changes (true: look
+    /// the host up again) or the hand-off reservation ends (false).
+    pub async fn wait_for_handoff(&self, scheme: crate::route::Scheme, host: &str) -> bool {
+        let table = self.table();
+        if table.awaiting.is_empty() {
+            return false;
+        }
+        let Some(until) = table.awaiting.get(&(scheme, host.to_owned())).copied() else {
+            return false;
+        };
+        let generation = table.generation;
+        drop(table);
+        while self.registry.generation() == generation {
+            if std::time::Instant::now() >= until {
+                return false;
+            }
+            monoio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        true
+    }
+
     pub fn table(&self) -> Rc<Arc<TunnelTable>> {
         let generation = self.registry.generation();
         let mut cached = self.cached.borrow_mut();

@@ -6,6 +6,8 @@
 //! - `h2raw`: raw HTTP/2 frames over TLS for hostile-client tests.
 //! - `oidc`: a real OpenID provider (npm oidc-provider) for login tests.
 //! - `browser`: headless Chromium through chromedriver (WebDriver), for web pages.
+//! - `sdk`: the ngrok Python SDK forwarding a port (tests/sdk/forward.py).
+//! - `upgrade`: `ringress edge --upgrade` and the successor it starts.
 //!
 //! Everything binds or connects to 127.0.0.1 only, and every wait is bounded.
 #![allow(dead_code)]
@@ -18,7 +20,9 @@ pub mod edge;
 pub mod h2raw;
 pub mod oidc;
 pub mod pebble;
+pub mod sdk;
 pub mod tls;
+pub mod upgrade;
 pub mod upstream;
 
 use std::fs::{self, File};
