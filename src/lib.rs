@@ -8,6 +8,8 @@
 pub mod agent;
 pub mod cli;
 pub mod config;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod h2;
 pub mod http1;
 pub mod policy;
