@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Fuzz campaigns for ringress (docs/reliability.md, "Fuzzing").
 #
-#   fuzz/run.sh [--runs N] [--seconds S] [--jobs-dir DIR] [TARGET...]
+#   fuzz/run.sh [--runs N] [--seconds S] [--dev] [TARGET...]
 #
 # Builds the cargo-fuzz targets (stable Rust: --sanitizer none, release with
 # debug assertions) and runs each TARGET (default: all seven) for N
@@ -13,19 +13,23 @@
 # coverage (cov, ft), corpus size, peak RSS, and crashed or not.
 # Exits non-zero if any target crashed.
 #
-# The test suite runs the short form: `fuzz/run.sh --seconds 3`.
+# --dev builds without optimisations (cargo fuzz --dev): far quicker to
+# compile, slower to run; scripts/test.sh uses it for its short run
+# (`fuzz/run.sh --dev --seconds 3`).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
 runs=10000000
 seconds=0
+dev=0
 targets=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --runs) runs="$2"; shift 2 ;;
         --seconds) seconds="$2"; shift 2 ;;
-        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+        --dev) dev=1; shift ;;
+        -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
         *) targets+=("$1"); shift ;;
     esac
 done
@@ -44,9 +48,14 @@ dict_for() {
 mkdir -p results
 summary=results/summary.txt
 flags=(--sanitizer none -O)
+[ "$dev" = 1 ] && flags=(--sanitizer none --dev)
 
-nice -n 19 cargo fuzz build "${flags[@]}" "${targets[@]/#/}" 2>&1 | tail -n 3 ||
-    { echo "fuzz/run.sh: build failed" >&2; exit 1; }
+build_start=$(date +%s)
+for t in "${targets[@]}"; do
+    nice -n 19 cargo fuzz build "${flags[@]}" "$t" >results/build.log 2>&1 ||
+        { tail -n 30 results/build.log >&2; echo "fuzz/run.sh: build of $t failed" >&2; exit 1; }
+done
+echo "built ${#targets[@]} target(s) in $(($(date +%s) - build_start)) s (${flags[*]})"
 
 failed=0
 for t in "${targets[@]}"; do

@@ -748,6 +748,7 @@ fn post_fields<'a>(extra: &[(&'a [u8], &'a [u8])]) -> Vec<(&'a [u8], &'a [u8])> 
 fn assert_h2_refused(fields: &[(&[u8], &[u8])], data: &[&[u8]]) {
     let e = h2_edge();
     let outcome = h2_send(&e, fields, data);
+    eprintln!("h2 outcome: {outcome:?}");
     assert!(
         matches!(
             outcome,
