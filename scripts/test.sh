@@ -194,6 +194,16 @@ install_observe_tools() {
 }
 
 step "install observe tools" install_observe_tools
+# cargo-fuzz for the short fuzz run (fuzz/run.sh; docs/reliability.md).
+# Builds on stable Rust with --sanitizer none.
+install_cargo_fuzz() {
+    if cargo fuzz --version >/dev/null 2>&1; then
+        echo "cargo-fuzz present ($(cargo fuzz --version))"
+        return 0
+    fi
+    cargo install cargo-fuzz --locked --version '^0.13'
+}
+step "install cargo-fuzz" install_cargo_fuzz
 
 # ---------------------------------------------------------------- checks
 
@@ -201,6 +211,10 @@ step "cargo fmt --check" cargo fmt --all -- --check
 step "cargo clippy" cargo clippy --workspace --all-targets -- -D warnings
 step "cargo build (tests)" cargo test --workspace --all-targets --no-run
 step "cargo test" cargo test --workspace --all-targets --no-fail-fast
+# Each cargo-fuzz target for 3 s on an unoptimised instrumented build (the
+# long campaigns are `fuzz/run.sh`; tests/fuzz_replay.rs in the step above
+# replays the corpora without libFuzzer).
+step "fuzz (3 s per target)" fuzz/run.sh --dev --seconds 3
 
 summary
 echo "scripts/test.sh: all steps passed"

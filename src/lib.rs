@@ -9,6 +9,8 @@ pub mod agent;
 pub mod cli;
 pub mod config;
 pub mod control;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod h2;
 pub mod http1;
 pub mod observe;

@@ -261,7 +261,14 @@ impl RequestHead {
                             return Err(ParseError::Expectation);
                         }
                     } else if name_eq(name, b"upgrade") {
-                        self.upgrade = Some(span.value);
+                        // h2c is never tunnelled: an upstream that switched
+                        // would give the client an HTTP/2 channel past the
+                        // edge's routing and policy ("h2c smuggling"). The
+                        // request goes on as a plain one, Upgrade dropped
+                        // as hop-by-hop.
+                        if !list_items(value).any(|p| p.eq_ignore_ascii_case(b"h2c")) {
+                            self.upgrade = Some(span.value);
+                        }
                     }
                 }
                 _ => {}
@@ -476,18 +483,40 @@ pub fn transfer_coding_is_chunked(value: &[u8], chunked_so_far: bool) -> Result<
         if last_chunked {
             return Err(ParseError::TransferEncodingNotChunked);
         }
-        // Parameters (";q=...") are not allowed on transfer codings we accept.
-        let name = coding
-            .split(|b| *b == b';')
-            .next()
-            .map(trim_ows)
-            .unwrap_or(coding);
-        last_chunked = name.eq_ignore_ascii_case(b"chunked");
+        // A coding is a bare token: parameters (";q=...") and anything
+        // else are refused, so that what is forwarded (see
+        // `proxy::headers`) reads the same to every upstream.
+        if !coding.iter().all(|b| is_tchar(*b)) {
+            return Err(ParseError::Syntax("invalid transfer coding"));
+        }
+        last_chunked = coding.eq_ignore_ascii_case(b"chunked");
     }
     if !any {
         return Err(ParseError::TransferEncodingNotChunked);
     }
     Ok(last_chunked)
+}
+
+/// RFC 9110 §5.6.2 `tchar`.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric()
+        || matches!(
+            b,
+            b'!' | b'#'
+                | b'$'
+                | b'%'
+                | b'&'
+                | b'\''
+                | b'*'
+                | b'+'
+                | b'-'
+                | b'.'
+                | b'^'
+                | b'_'
+                | b'`'
+                | b'|'
+                | b'~'
+        )
 }
 
 #[cfg(test)]
@@ -572,6 +601,35 @@ mod tests {
             let raw = format!("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: {v}\r\n\r\n");
             assert!(parse(raw.as_bytes()).is_err(), "value {v:?}");
         }
+    }
+
+    /// Regression (smuggling battery): `chunked;foo=bar` counted as
+    /// chunked and was forwarded verbatim; a strict upstream does not read
+    /// it as chunked, so the body became its next request.
+    #[test]
+    fn regression_transfer_coding_with_parameters_refused() {
+        for v in [
+            "chunked;foo=bar",
+            "chunked ;x",
+            "gzip;q=1, chunked",
+            "gz\"ip, chunked",
+            "\"chunked\"",
+        ] {
+            let raw = format!("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: {v}\r\n\r\n");
+            assert!(parse(raw.as_bytes()).is_err(), "value {v:?}");
+        }
+    }
+
+    #[test]
+    fn h2c_upgrade_is_not_an_upgrade() {
+        let r = parse(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n")
+            .expect("ok");
+        assert!(!r.is_upgrade());
+        let r = parse(
+            b"GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+        )
+        .expect("ok");
+        assert!(r.is_upgrade());
     }
 
     #[test]

@@ -436,7 +436,7 @@ where
         let chunked = self.req.framing == Framing::Chunked;
         loop {
             let mut ranges = Vec::new();
-            let n = match dec.scan_with(&self.rbuf[scanned..], |r| ranges.push(r), |_| {}) {
+            let n = match dec.scan_with(&self.rbuf[scanned..], |r| ranges.push(r), |_, _| {}) {
                 Ok(n) => n,
                 Err(e) => {
                     return Err(self
@@ -875,7 +875,7 @@ where
         let mut raw = Vec::new();
         loop {
             let mut ranges = Vec::new();
-            let n = match rbody.scan_with(&self.ubuf, |r| ranges.push(r), |_| {}) {
+            let n = match rbody.scan_with(&self.ubuf, |r| ranges.push(r), |_, _| {}) {
                 Ok(n) => n,
                 Err(_) => return Next::Abort,
             };

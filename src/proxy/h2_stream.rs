@@ -447,9 +447,11 @@ async fn relay_body(
             dec.scan_with(
                 buf,
                 |r| ranges.push(r),
-                |r| {
+                |r, line_end| {
                     trailer_section.extend_from_slice(&buf[r]);
-                    trailer_section.extend_from_slice(b"\r\n");
+                    if line_end {
+                        trailer_section.extend_from_slice(b"\r\n");
+                    }
                 },
             )
             .map_err(|_| Reason::INTERNAL_ERROR)?

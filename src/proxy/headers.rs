@@ -145,12 +145,23 @@ pub fn encode_request_head_edited(
             );
         }
         Framing::Chunked => {
-            // Body bytes pass through verbatim, so the codings do too.
+            // Body bytes pass through verbatim, so the codings do too: all
+            // of them in one field, lower case, ", " between (the parser
+            // accepted only bare tokens ending in chunked).
+            out.extend_from_slice(b"Transfer-Encoding: ");
+            let mut first = true;
             for h in &req.headers {
                 if name_eq(h.name.get(buf), b"transfer-encoding") {
-                    push_header(out, b"Transfer-Encoding", h.value.get(buf));
+                    for coding in crate::http1::list_items(h.value.get(buf)) {
+                        if !first {
+                            out.extend_from_slice(b", ");
+                        }
+                        first = false;
+                        out.extend(coding.iter().map(u8::to_ascii_lowercase));
+                    }
                 }
             }
+            out.extend_from_slice(b"\r\n");
         }
         Framing::None | Framing::CloseDelimited => {}
     }
@@ -330,6 +341,30 @@ mod tests {
             "{out}"
         );
         assert!(out.contains("Sec-WebSocket-Key: k\r\n"));
+    }
+
+    /// Regression (smuggling battery): codings split over fields or in
+    /// odd case were forwarded as sent; now one normalised field.
+    #[test]
+    fn regression_transfer_encoding_forwarded_as_one_lowercase_field() {
+        let out = forward(
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: GZIP\r\nTransfer-Encoding:\tChunked \r\n\r\n",
+        );
+        assert!(
+            out.contains("Transfer-Encoding: gzip, chunked\r\n"),
+            "{out}"
+        );
+        assert_eq!(out.matches("Transfer-Encoding").count(), 1, "{out}");
+    }
+
+    /// Regression (smuggling battery): an h2c upgrade was forwarded, so an
+    /// upstream speaking h2c could take the connection past the edge.
+    #[test]
+    fn regression_h2c_upgrade_not_forwarded() {
+        let out = forward(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABk\r\n\r\n");
+        for gone in ["Upgrade", "HTTP2-Settings", "Connection"] {
+            assert!(!out.contains(gone), "{gone} in {out}");
+        }
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! A test upstream on std threads and `std::net`: no async runtime.
 //!
 //! Owns: a listener on 127.0.0.1:0, one thread per accepted connection, and a
-//! record of every request it fully read (head, decoded body, trailers).
+//! record of every request it fully read (head, decoded body, trailers),
+//! and of every byte each connection received (for the smuggling tests,
+//! which parse those bytes again on their own).
 //! Never answers anything but what its `Behaviour` says, so tests can feed the
 //! edge malformed, oversized or slow responses.
 
@@ -123,6 +125,8 @@ struct State {
     stop: AtomicBool,
     accepted: AtomicUsize,
     requests: Mutex<Vec<RecordedRequest>>,
+    /// Bytes received, per connection (index = `conn_id`).
+    raw: Mutex<Vec<Vec<u8>>>,
     changed: Condvar,
     streams: Mutex<Vec<TcpStream>>,
 }
@@ -145,6 +149,7 @@ impl Upstream {
             stop: AtomicBool::new(false),
             accepted: AtomicUsize::new(0),
             requests: Mutex::new(Vec::new()),
+            raw: Mutex::new(Vec::new()),
             changed: Condvar::new(),
             streams: Mutex::new(Vec::new()),
         });
@@ -183,6 +188,12 @@ impl Upstream {
     /// Number of requests fully read so far.
     pub fn request_count(&self) -> usize {
         self.state.requests.lock().expect("lock").len()
+    }
+
+    /// Every byte each connection received so far, in accept order
+    /// (request-reading behaviours only: not `Silent` or `WebSocketEcho`).
+    pub fn raw_received(&self) -> Vec<Vec<u8>> {
+        self.state.raw.lock().expect("lock").clone()
     }
 
     /// The most recent request; panics if there is none.
@@ -283,7 +294,12 @@ fn serve(state: &Arc<State>, mut stream: TcpStream, conn_id: usize) {
     let Ok(read_half) = stream.try_clone() else {
         return;
     };
-    let mut reader = BufReader::with_capacity(64 * 1024, read_half);
+    let tee = Tee {
+        inner: read_half,
+        state: Arc::clone(state),
+        conn_id,
+    };
+    let mut reader = BufReader::with_capacity(64 * 1024, tee);
     let store_body = !matches!(state.behaviour, Behaviour::BodyDigest);
     loop {
         let req = match read_request(&mut reader, store_body) {
@@ -306,6 +322,25 @@ fn serve(state: &Arc<State>, mut stream: TcpStream, conn_id: usize) {
             let _ = stream.shutdown(Shutdown::Both);
             return;
         }
+    }
+}
+
+/// Reads from the connection and appends what it read to `State::raw`.
+struct Tee {
+    inner: TcpStream,
+    state: Arc<State>,
+    conn_id: usize,
+}
+
+impl Read for Tee {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let mut raw = self.state.raw.lock().expect("lock");
+        if raw.len() <= self.conn_id {
+            raw.resize(self.conn_id + 1, Vec::new());
+        }
+        raw[self.conn_id].extend_from_slice(&buf[..n]);
+        Ok(n)
     }
 }
 

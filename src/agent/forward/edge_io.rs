@@ -118,7 +118,7 @@ impl<R: AsyncReadRent> EdgeReader<R> {
             if !self.buffered().is_empty() {
                 ranges.clear();
                 let input = self.buffered();
-                let n = dec.scan_with(input, |r| ranges.push(r), |_| {})?;
+                let n = dec.scan_with(input, |r| ranges.push(r), |_, _| {})?;
                 let mut data = BytesMut::new();
                 let mut framing_from = 0;
                 for r in &ranges {
@@ -229,7 +229,9 @@ mod tests {
             let mut data = Vec::new();
             for part in [&body[..split], &body[split..]] {
                 let mut ranges = Vec::new();
-                let n = dec.scan_with(part, |r| ranges.push(r), |_| {}).expect("ok");
+                let n = dec
+                    .scan_with(part, |r| ranges.push(r), |_, _| {})
+                    .expect("ok");
                 let mut from = 0;
                 for r in &ranges {
                     data.extend_from_slice(&part[r.clone()]);

@@ -97,7 +97,7 @@ impl Edge {
                 .scan_with(
                     input,
                     |r| body.extend_from_slice(&input[r]),
-                    |r| trailers.push(String::from_utf8_lossy(&input[r]).into_owned()),
+                    |r, _| trailers.push(String::from_utf8_lossy(&input[r]).into_owned()),
                 )
                 .expect("response body");
             if dec.is_done() {
