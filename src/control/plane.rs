@@ -236,7 +236,8 @@ impl Plane {
             return;
         };
         let names = self.reserved_domain_names();
-        match crate::control::domains::ReservedDomains::from_list(names.iter().map(String::as_str)) {
+        match crate::control::domains::ReservedDomains::from_list(names.iter().map(String::as_str))
+        {
             Ok(set) => registry.set_api_reserved_domains(&set),
             Err(e) => warn!("stored reserved domains unusable: {}", e.message),
         }
@@ -421,7 +422,11 @@ impl Plane {
                 let existing = registry.reserved_domains();
                 let new = registry
                     .domain_policy()
-                    .check_new(&rec.domain, &existing, &crate::tunnel::registry::random_hex(6))
+                    .check_new(
+                        &rec.domain,
+                        &existing,
+                        &crate::tunnel::registry::random_hex(6),
+                    )
                     .map_err(|e| ApiError::bad_request(e.code, e.message))?;
                 rec.domain = new.domain;
                 rec.cname_target = new.cname_target;
@@ -718,6 +723,7 @@ pub fn endpoint_config(e: &EndpointRec) -> Result<EndpointConfig, String> {
         url,
         upstream: None,
         traffic_policy: Some(policy),
+        observe: Default::default(),
     })
 }
 
@@ -725,7 +731,10 @@ pub fn endpoint_config(e: &EndpointRec) -> Result<EndpointConfig, String> {
 /// ownership (`control::url_rules`, `control::domains`, through the
 /// registry that knows the edge's ports and reserved domains), then the
 /// policy; returns its canonical URL.
-fn check_endpoint_with(rec: &EndpointRec, registry: Option<&Arc<Registry>>) -> Result<String, ApiError> {
+fn check_endpoint_with(
+    rec: &EndpointRec,
+    registry: Option<&Arc<Registry>>,
+) -> Result<String, ApiError> {
     let Some(registry) = registry else {
         return check_endpoint(rec);
     };

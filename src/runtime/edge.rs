@@ -454,7 +454,7 @@ fn serve(opts: EdgeOptions, predecessor: Option<&Predecessor>) -> Result<(), Edg
                 crate::observe::api::ObserveApi::new(observe_hub.clone(), Arc::new(|_: &str| None));
             Some(
                 crate::observe::server::spawn(listener, api, cfg.observe.api_keys.clone())
-                    .map_err(|source| EdgeError::Bind { addr, source })?,
+                    .map_err(|source| EdgeError::Listen(ListenError::Bind { addr, source }))?,
             )
         }
         None => None,
@@ -734,13 +734,27 @@ fn serve(opts: EdgeOptions, predecessor: Option<&Predecessor>) -> Result<(), Edg
                 }
             }
             ControlEvent::Signal(SIGUSR2) => {
-                if try_upgrade(&restart, &mut listeners, &shared, &mut hooks, plane.as_deref()).is_ok() {
+                if try_upgrade(
+                    &restart,
+                    &mut listeners,
+                    &shared,
+                    &mut hooks,
+                    plane.as_deref(),
+                )
+                .is_ok()
+                {
                     handed_over = true;
                     break;
                 }
             }
             ControlEvent::Upgrade(req) => {
-                let result = try_upgrade(&restart, &mut listeners, &shared, &mut hooks, plane.as_deref());
+                let result = try_upgrade(
+                    &restart,
+                    &mut listeners,
+                    &shared,
+                    &mut hooks,
+                    plane.as_deref(),
+                );
                 req.respond(&result);
                 if result.is_ok() {
                     handed_over = true;

@@ -26,7 +26,7 @@ use crate::control::url_rules::{
     self, parse_bindings, validate_url, EdgeUrls, EndpointUrl, Origin, UrlError,
 };
 use crate::policy::{legacy, CompiledPolicy, TrafficPolicy};
-use crate::route::{Binding, Endpoint, Member, RouteTable, Scheme, TunnelTarget};
+use crate::route::{normalize_host, Binding, Endpoint, Member, RouteTable, Scheme, TunnelTarget};
 
 pub type SessionId = u64;
 
@@ -961,6 +961,21 @@ fn remove_tunnel(st: &mut State, id: &str) {
             st.hosts.remove(&key);
         }
     }
+}
+
+/// A restored reservation's host (from the process being upgraded) is a
+/// plain DNS name or a `*.` wildcard of one.
+fn valid_hostname(h: &str) -> bool {
+    let body = h.strip_prefix("*.").unwrap_or(h);
+    !body.is_empty()
+        && body.len() <= 253
+        && body.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
 }
 
 /// The policy of a Bind: the legacy endpoint options translated into

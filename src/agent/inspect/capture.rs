@@ -235,7 +235,7 @@ impl ConnTap {
             let cap = self.cfg.body_cap;
             let Some(r) = self.req.as_mut() else { return };
             let mut ranges = Vec::new();
-            let n = match r.dec.scan_with(input, |rg| ranges.push(rg), |_| {}) {
+            let n = match r.dec.scan_with(input, |rg| ranges.push(rg), |_, _| {}) {
                 Ok(n) => n,
                 Err(_) => return self.give_up("request body framing"),
             };
@@ -330,7 +330,7 @@ impl ConnTap {
             let cap = self.cfg.body_cap;
             let Some(r) = self.resp.as_mut() else { return };
             let mut ranges = Vec::new();
-            let n = match r.dec.scan_with(input, |rg| ranges.push(rg), |_| {}) {
+            let n = match r.dec.scan_with(input, |rg| ranges.push(rg), |_, _| {}) {
                 Ok(n) => n,
                 Err(_) => return self.give_up("response body framing"),
             };
