@@ -11,6 +11,7 @@ HTTPS_PORT=${RINGRESS_HTTPS_PORT:-8443}
 TUNNEL_PORT=${RINGRESS_TUNNEL_PORT:-4443}
 DATA_DIR=${RINGRESS_DATA_DIR:-${XDG_DATA_HOME:-$HOME/.local/share}/ringress}
 UPSTREAM_PORT=${RINGRESS_DEMO_UPSTREAM_PORT:-9000}
+API_PORT=${RINGRESS_API_PORT:-4444}
 
 command -v cargo >/dev/null || { echo "cargo is required (https://rustup.rs)"; exit 1; }
 command -v python3 >/dev/null || { echo "python3 is required for the demo upstream"; exit 1; }
@@ -32,7 +33,7 @@ sed -e "s/127.0.0.1:8080/127.0.0.1:${HTTP_PORT}/" -e "s/127.0.0.1:8443/127.0.0.1
     -e "s/127.0.0.1:9000/127.0.0.1:${UPSTREAM_PORT}/" examples/edge.toml >"$config"
 log=$(mktemp -t ringress-edge.XXXXXX.log)
 ./target/release/ringress edge --dev --data-dir "$DATA_DIR" --config "$config" \
-  --listen-tunnel "127.0.0.1:${TUNNEL_PORT}" 2>"$log" &
+  --listen-tunnel "127.0.0.1:${TUNNEL_PORT}" --listen-api "127.0.0.1:${API_PORT}" 2>"$log" &
 pids+=($!)
 
 for _ in $(seq 1 100); do
@@ -60,6 +61,13 @@ for _ in $(seq 1 100); do
   sleep 0.1
 done
 [ -n "$url" ] || { cat "$agent_log"; echo "agent did not come online"; exit 1; }
+inspector=$(grep -o -m1 'inspector listening on http://[0-9.:]*' "$agent_log" | sed 's/.* on //' || true)
+api_key=$(grep -o -m1 'bootstrap API key (shown once, keep it): .*' "$log" | sed 's/.*: //' || true)
+if [ -n "$api_key" ]; then
+  key_note="key: ${api_key} (shown once: keep it)"
+else
+  key_note="key: the one printed on the first start; a new one: ringress api-key create --data-dir ${DATA_DIR}"
+fi
 
 cat <<MSG
 
@@ -76,6 +84,10 @@ More endpoints the edge serves from its config (examples/edge.toml):
   Cloud        https://hello.ringress.localhost:${HTTPS_PORT}  ->  custom-response "Hello world!"
 
   curl http://hello.ringress.localhost:${HTTP_PORT}/
+
+Watch and replay the agent's requests: ${inspector:-http://127.0.0.1:4040}
+The REST API (ngrok-shaped): http://127.0.0.1:${API_PORT}  ${key_note}
+  ringress api endpoints list --api-url http://127.0.0.1:${API_PORT} --api-key <key>
 
 The dev CA is ${DATA_DIR}/ca.pem (import it in a browser to trust the https URLs).
 

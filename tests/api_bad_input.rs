@@ -170,13 +170,27 @@ fn bad_requests_get_ngrok_errors_and_change_nothing() {
     for (url, code) in [
         ("", "ERR_NGROK_249"),
         ("app.ringress.localhost", "ERR_NGROK_249"),
-        ("ftp://app.ringress.localhost", "ERR_NGROK_249"),
-        ("tcp://1.tcp.ngrok.io:12345", "ERR_NGROK_249"),
-        ("http://app.ringress.localhost/path", "ERR_NGROK_249"),
-        ("http://user@app.ringress.localhost", "ERR_NGROK_249"),
-        ("http://bad_host!.ringress.localhost", "ERR_NGROK_249"),
+        ("ftp://app.ringress.localhost", "ERR_NGROK_9036"),
+        ("tcp://1.tcp.ngrok.io:12345", "ERR_NGROK_9036"),
+        ("http://app.ringress.localhost/path", "ERR_NGROK_9037"),
+        ("http://app.ringress.localhost?q=1", "ERR_NGROK_9037"),
+        ("http://user@app.ringress.localhost", "ERR_NGROK_9037"),
+        ("http://app.ringress.localhost/", "ERR_NGROK_9038"),
+        ("http://bad_host!.ringress.localhost", "ERR_NGROK_355"),
+        ("http://a..ringress.localhost", "ERR_NGROK_327"),
+        ("http://-a.ringress.localhost", "ERR_NGROK_328"),
+        ("http://ab--c.ringress.localhost", "ERR_NGROK_330"),
+        ("http://a-.ringress.localhost", "ERR_NGROK_329"),
+        ("http://xn--zz.ringress.localhost", "ERR_NGROK_347"),
+        (
+            &format!("http://{}.ringress.localhost", "a".repeat(64)),
+            "ERR_NGROK_396",
+        ),
         ("http://example.ngrok.app:81", "ERR_NGROK_9035"),
         ("https://example.ngrok.app:8443", "ERR_NGROK_9035"),
+        ("https://a.b.c.d.e.f.internal", "ERR_NGROK_9031"),
+        ("https://example.internal:70000", "ERR_NGROK_9030"),
+        ("https://", "ERR_NGROK_249"),
     ] {
         assert_error(
             &authed(&base, &key, "POST", "/endpoints", Some(&endpoint(url))),
@@ -195,7 +209,7 @@ fn bad_requests_get_ngrok_errors_and_change_nothing() {
             Some(&public_internal.to_string()),
         ),
         400,
-        "ERR_NGROK_9029",
+        "ERR_NGROK_331",
         "public .internal",
     );
     let internal_public = serde_json::json!({"url": "https://example.com", "bindings": ["internal"], "traffic_policy": OK_POLICY});
@@ -215,7 +229,7 @@ fn bad_requests_get_ngrok_errors_and_change_nothing() {
     assert_error(
         &authed(&base, &key, "POST", "/endpoints", Some(&two.to_string())),
         400,
-        "ERR_NGROK_9029",
+        "ERR_NGROK_15005",
         "two bindings",
     );
 

@@ -209,6 +209,22 @@ fn cloud_endpoint_forwards_to_an_internal_one_and_config_reload_keeps_it() {
         curl_host(&edge, "front.ringress.localhost"),
         (201, "internal answer".to_owned())
     );
+    // The inspector's routes on the API listener take the API's ids.
+    let front: serde_json::Value = serde_json::from_str(&body).expect("json");
+    let id = front["id"].as_str().expect("id");
+    let path = format!("/endpoints/{id}/requests");
+    let mut captured = serde_json::Value::Null;
+    // Captures reach the ring through the drain thread (a few ms).
+    let seen = wait_until(Duration::from_secs(5), || {
+        let (s, text) = authed(&base, &key, "GET", &path, None);
+        captured = serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
+        s == 200
+            && captured["requests"]
+                .as_array()
+                .is_some_and(|r| !r.is_empty())
+    });
+    assert!(seen, "{captured}");
+    assert_eq!(captured["endpoint"], "http://front.ringress.localhost");
     // .internal endpoints are never reachable directly.
     assert_eq!(curl_host(&edge, "api.internal").0, 404);
     // A SIGHUP reload of the config file keeps the cloud endpoints.
@@ -244,4 +260,59 @@ fn cloud_endpoint_forwards_to_an_internal_one_and_config_reload_keeps_it() {
     let (s, body) = authed(&base, &key, "POST", "/endpoints", Some(&dup.to_string()));
     assert_eq!(s, 400, "{body}");
     assert!(body.contains("already in use"), "{body}");
+}
+
+/// A credential's ACL (`bind:` rules) limits what its agents may bind:
+/// an allowed name binds, another is refused at Bind with a clear error.
+#[test]
+fn credential_acl_limits_what_its_agents_bind() {
+    let data = data_dir();
+    let edge = api_edge("[tunnel]\nauth_tokens = [\"file-token\"]\n", data.path());
+    let key = bootstrap_key(&edge);
+    let base = api_base(&edge);
+    let body = serde_json::json!({"description": "acl", "acl": ["bind:*.ok.ringress.localhost"]});
+    let (s, text) = authed(&base, &key, "POST", "/credentials", Some(&body.to_string()));
+    assert_eq!(s, 201, "{text}");
+    let v: serde_json::Value = serde_json::from_str(&text).expect("json");
+    let token = v["token"].as_str().expect("token").to_owned();
+    let up = Upstream::start(Behaviour::Echo);
+    let upstream = up.addr().to_string();
+
+    let (_agent, url) = common::agent::Agent::start(
+        &edge,
+        &upstream,
+        &[
+            "--authtoken",
+            &token,
+            "--url",
+            "https://app.ok.ringress.localhost",
+        ],
+    );
+    assert!(url.contains("app.ok.ringress.localhost"), "{url}");
+
+    let ca = common::agent::dev_ca(&edge);
+    let mut cmd = Command::new(common::edge::binary());
+    cmd.args(["http", &upstream, "--server-addr"])
+        .arg(edge.listener_addr("tunnel").to_string())
+        .arg("--root-cas")
+        .arg(&ca)
+        .args([
+            "--authtoken",
+            &token,
+            "--url",
+            "https://app.other.ringress.localhost",
+        ])
+        .args(["--web-addr", "false"])
+        .env_remove("RINGRESS_AUTHTOKEN");
+    let out = run_command(cmd, Duration::from_secs(30));
+    assert!(
+        !out.status.success(),
+        "bound a name outside its ACL: {}",
+        out.stdout
+    );
+    assert!(
+        out.stderr.contains("ACL") && out.stderr.contains("ERR_NGROK_9017"),
+        "{}",
+        out.stderr
+    );
 }

@@ -449,3 +449,92 @@ fn an_upgrade_may_add_workers() {
     }
     assert!(next.alive());
 }
+
+/// Cloud endpoints live in the store, which only one process may hold:
+/// the old process releases it before starting its successor, which loads
+/// them before it accepts. Requests to a cloud endpoint never fail across
+/// the upgrade, and the API (same socket) answers from the new process.
+#[test]
+fn cloud_endpoints_and_the_api_survive_an_upgrade() {
+    use common::api::{api_base, authed, bootstrap_key, data_dir};
+    let data = data_dir();
+    let ctl = Ctl::new();
+    let mut edge = Edge::builder("")
+        .arg("--dev")
+        .arg("--data-dir")
+        .arg(data.path().to_str().expect("utf-8"))
+        .arg("--listen-api")
+        .arg("127.0.0.1:0")
+        .arg("--upgrade-socket")
+        .arg(&ctl.socket_str())
+        .start();
+    let key = bootstrap_key(&edge);
+    let base = api_base(&edge);
+    let policy = |body: &str| {
+        format!("on_http_request:\n  - actions:\n      - type: custom-response\n        config:\n          status_code: 200\n          body: {body}\n")
+    };
+    let ep = serde_json::json!({"url": "http://cloud.ringress.localhost", "traffic_policy": policy("cloud answer")});
+    let (s, body) = authed(&base, &key, "POST", "/endpoints", Some(&ep.to_string()));
+    assert_eq!(s, 201, "{body}");
+
+    let get = |addr: SocketAddr, host: &str| -> Result<String, String> {
+        let mut c = Client::try_connect(addr).map_err(|e| format!("connect: {e}"))?;
+        c.send(format!(
+            "GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        ))
+        .map_err(|e| format!("send: {e}"))?;
+        let r = c.read_response().map_err(|e| format!("read: {e}"))?;
+        if r.status != 200 {
+            return Err(format!("status {} body {:?}", r.status, r.text()));
+        }
+        Ok(r.text())
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let failures = Arc::new(Mutex::new(Vec::new()));
+    let ok = Arc::new(AtomicU64::new(0));
+    let addr = edge.addr();
+    let load = {
+        let (stop, failures, ok) = (stop.clone(), failures.clone(), ok.clone());
+        thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                match get(addr, "cloud.ringress.localhost") {
+                    Ok(t) if t == "cloud answer" => {
+                        ok.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(t) => failures.lock().expect("lock").push(format!("body {t:?}")),
+                    Err(e) => failures.lock().expect("lock").push(e),
+                }
+            }
+        })
+    };
+    thread::sleep(Duration::from_millis(500));
+    let (successor, _) = upgrade_ok(&edge, &ctl, &[]);
+    assert!(
+        edge.wait_exit(Duration::from_secs(15)).is_some(),
+        "the old edge did not drain and exit"
+    );
+    thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Relaxed);
+    load.join().expect("load thread");
+    let failures = failures.lock().expect("lock").clone();
+    assert!(
+        failures.is_empty(),
+        "{} failures: {failures:?}",
+        failures.len()
+    );
+    assert!(ok.load(Ordering::Relaxed) > 20, "too few requests");
+
+    // The API is the new process's now: it lists the endpoint and takes a
+    // new one, which routes at once.
+    let (s, body) = authed(&base, &key, "GET", "/endpoints", None);
+    assert_eq!(s, 200, "{body}");
+    assert!(body.contains("cloud.ringress.localhost"), "{body}");
+    let ep2 = serde_json::json!({"url": "http://after.ringress.localhost", "traffic_policy": policy("after the upgrade")});
+    let (s, body) = authed(&base, &key, "POST", "/endpoints", Some(&ep2.to_string()));
+    assert_eq!(s, 201, "{body}");
+    assert_eq!(
+        get(addr, "after.ringress.localhost").as_deref(),
+        Ok("after the upgrade")
+    );
+    assert!(successor.alive());
+}

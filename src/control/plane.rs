@@ -55,7 +55,8 @@ pub struct Plane {
     /// Digests of valid API key secrets.
     keys: ArcSwap<HashSet<String>>,
     /// Credential id by token digest.
-    creds: ArcSwap<HashMap<String, String>>,
+    /// Token digest → (credential id, its `bind:` ACL rules).
+    creds: ArcSwap<HashMap<String, CredentialEntry>>,
     /// URLs of the config file's endpoints (read-only beside the store).
     config_urls: ArcSwap<Vec<String>>,
     /// Serializes writes: check-then-commit is atomic.
@@ -135,7 +136,7 @@ impl Plane {
         let mut creds = HashMap::new();
         for (_, v) in self.store.list(Kind::Credentials)? {
             if let Ok(c) = serde_json::from_slice::<CredentialRec>(&v) {
-                creds.insert(c.token_digest, c.id);
+                creds.insert(c.token_digest, (c.id, Arc::new(c.acl)));
             }
         }
         self.creds.store(Arc::new(creds));
@@ -689,13 +690,27 @@ impl Plane {
 
 impl TokenCheck for Plane {
     fn credential_for(&self, token: &str) -> Option<String> {
-        self.creds.load().get(&records::digest(token)).cloned()
+        self.creds
+            .load()
+            .get(&records::digest(token))
+            .map(|(id, _)| id.clone())
+    }
+
+    fn acl_for(&self, credential: &str) -> Option<Arc<Vec<String>>> {
+        self.creds
+            .load()
+            .values()
+            .find(|(id, _)| id == credential)
+            .map(|(_, acl)| acl.clone())
     }
 
     fn is_empty(&self) -> bool {
         self.creds.load().is_empty()
     }
 }
+
+/// A credential as Auth and Bind see it: its id and its `bind:` ACL.
+type CredentialEntry = (String, Arc<Vec<String>>);
 
 /// `*.example.com` covers every name below it; an exact name only itself.
 pub fn domain_covers(domain: &str, host: &str) -> bool {

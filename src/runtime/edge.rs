@@ -136,6 +136,18 @@ fn open_plane(cfg: &EdgeConfig) -> Result<Option<Arc<Plane>>, EdgeError> {
     Ok(Some(plane))
 }
 
+/// Endpoint id → URL for the observe routes: the API's ids (`ep_...`,
+/// config endpoints' ids included) when the store is open.
+fn endpoint_resolver(plane: &Option<Arc<Plane>>) -> crate::observe::api::Resolver {
+    match plane {
+        Some(plane) => {
+            let plane = plane.clone();
+            Arc::new(move |id: &str| plane.endpoint_url_by_id(id))
+        }
+        None => Arc::new(|_: &str| None),
+    }
+}
+
 /// The store holds keys and token digests: owner-only.
 fn restrict_mode(path: &std::path::Path) {
     use std::os::unix::fs::PermissionsExt;
@@ -449,9 +461,10 @@ fn serve(opts: EdgeOptions, predecessor: Option<&Predecessor>) -> Result<(), Edg
     let mut worker_obs = worker_obs.into_iter();
     let observe_addr = match observe_listener {
         Some((addr, listener)) => {
-            // Without the API's resolver, endpoint ids are URL-encoded URLs.
-            let api =
-                crate::observe::api::ObserveApi::new(observe_hub.clone(), Arc::new(|_: &str| None));
+            let api = crate::observe::api::ObserveApi::new(
+                observe_hub.clone(),
+                endpoint_resolver(&plane),
+            );
             Some(
                 crate::observe::server::spawn(listener, api, cfg.observe.api_keys.clone())
                     .map_err(|source| EdgeError::Listen(ListenError::Bind { addr, source }))?,
@@ -527,9 +540,9 @@ fn serve(opts: EdgeOptions, predecessor: Option<&Predecessor>) -> Result<(), Edg
         }
     }
     // Other modules add their routes here (observe: /metrics, captures).
-    // Endpoint ids: until the API resolves its own, the percent-encoded URL.
+    // Endpoint ids: the API's (ep_...), or a percent-encoded URL.
     let observe_api =
-        crate::observe::api::ObserveApi::new(observe_hub.clone(), Arc::new(|_: &str| None));
+        crate::observe::api::ObserveApi::new(observe_hub.clone(), endpoint_resolver(&plane));
     let mounts: Vec<Arc<dyn Mount>> =
         vec![crate::observe::mount::ObserveMount::new(observe_api) as Arc<dyn Mount>];
     let api = start_api(

@@ -105,6 +105,11 @@ struct SessionRec {
 /// credentials): the credential id for a valid token.
 pub trait TokenCheck: Send + Sync + 'static {
     fn credential_for(&self, token: &str) -> Option<String>;
+    /// The credential's ACL (`bind:HOST` / `bind:*.DOMAIN` rules; empty:
+    /// any host the edge lets it bind). `None` once it is gone.
+    fn acl_for(&self, _credential: &str) -> Option<Arc<Vec<String>>> {
+        None
+    }
     /// True when at least one credential exists (then a `--dev` edge with
     /// no file tokens still accepts any token).
     fn is_empty(&self) -> bool;
@@ -595,6 +600,7 @@ impl Registry {
             return bind_error("The session is not authenticated.", 4018);
         }
         let group = sess.group.clone();
+        let credential = sess.credential.clone();
         let host =
             match url.url.host.clone() {
                 Some(h) => h,
@@ -612,6 +618,19 @@ impl Registry {
                 },
             };
         let url = url.url.display(&host, &self.edge_urls());
+        if let (Some(cred), Some(check)) = (&credential, self.tokens.get()) {
+            if let Some(acl) = check.acl_for(cred) {
+                if !acl_allows(&acl, &host) {
+                    return bind_error(
+                        &format!(
+                            "Your authtoken's ACL does not allow binding '{url}'. Its rules: {}.",
+                            acl.join(", ")
+                        ),
+                        9017,
+                    );
+                }
+            }
+        }
         if let Some(store) = self.config.get() {
             let snap = store.load();
             let routes = match scheme {
@@ -963,6 +982,29 @@ fn remove_tunnel(st: &mut State, id: &str) {
     }
 }
 
+/// Whether a credential's ACL lets it bind `host`: no rules (or `bind:*`)
+/// allow every host; `bind:app.example.com` allows that name,
+/// `bind:*.example.com` every name below example.com (ngrok's authtoken
+/// ACL rules; label rules like `bind:app=x` match no hostname).
+fn acl_allows(acl: &[String], host: &str) -> bool {
+    acl.is_empty()
+        || acl.iter().any(|rule| {
+            let Some(target) = rule.strip_prefix("bind:") else {
+                return false;
+            };
+            let target = target.to_ascii_lowercase();
+            if target == "*" {
+                return true;
+            }
+            match target.strip_prefix("*.") {
+                Some(base) => host
+                    .strip_suffix(base)
+                    .is_some_and(|rest| rest.len() > 1 && rest.ends_with('.')),
+                None => target == host,
+            }
+        })
+}
+
 /// A restored reservation's host (from the process being upgraded) is a
 /// plain DNS name or a `*.` wildcard of one.
 fn valid_hostname(h: &str) -> bool {
@@ -1028,6 +1070,21 @@ fn compile_bind_policy(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn acl_rules_match_names_and_wildcards() {
+        let acl = |r: &[&str]| r.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(super::acl_allows(&[], "any.example.com"));
+        assert!(super::acl_allows(&acl(&["bind:*"]), "any.example.com"));
+        let rules = acl(&["bind:app.example.com", "bind:*.dev.example.com"]);
+        assert!(super::acl_allows(&rules, "app.example.com"));
+        assert!(super::acl_allows(&rules, "a.dev.example.com"));
+        assert!(super::acl_allows(&rules, "a.b.dev.example.com"));
+        assert!(!super::acl_allows(&rules, "dev.example.com"));
+        assert!(!super::acl_allows(&rules, "xdev.example.com"));
+        assert!(!super::acl_allows(&rules, "other.example.com"));
+        assert!(!super::acl_allows(&acl(&["bind:app=x"]), "app.example.com"));
+    }
+
     use super::*;
     use crate::tunnel::messages::BindExtra;
 
