@@ -448,7 +448,8 @@ curl -sS --max-time 5 -H "Authorization: Bearer $KEY" -H 'Ngrok-Version: 2' "htt
 for t in config cloud; do
     grep -q "\"type\":\"$t\"" "$WORK/list.json" || die "GET /endpoints lists no $t endpoint: $(redact <"$WORK/list.json")"
 done
-echo "--- GET /endpoints: $(grep -o '"url":"[^"]*","public_url"' "$WORK/list.json" | sed 's/,"public_url"//' | tr '\n' ' ')" >>"$CHECKS"
+echo "--- GET /endpoints: $("$PYTHON" -c 'import json, sys
+print("; ".join("%s %s %s" % (e["id"], e["type"], e["url"]) for e in json.load(open(sys.argv[1]))["endpoints"]))' "$WORK/list.json")" >>"$CHECKS"
 
 RUN_SEQ=0
 : >"$WORK/tool-output.txt"

@@ -31,6 +31,7 @@ pub enum Resource {
     ReservedDomains,
     Credentials,
     ApiKeys,
+    TlsCertificates,
     TunnelSessions,
 }
 
@@ -42,6 +43,7 @@ impl Resource {
             Resource::ReservedDomains => "/reserved_domains",
             Resource::Credentials => "/credentials",
             Resource::ApiKeys => "/api_keys",
+            Resource::TlsCertificates => "/tls_certificates",
             Resource::TunnelSessions => "/tunnel_sessions",
         }
     }
@@ -52,6 +54,7 @@ impl Resource {
             Resource::ReservedDomains => "reserved-domains",
             Resource::Credentials => "credentials",
             Resource::ApiKeys => "api-keys",
+            Resource::TlsCertificates => "tls-certificates",
             Resource::TunnelSessions => "tunnel-sessions",
         }
     }
@@ -83,6 +86,10 @@ impl Resource {
             (Resource::Credentials, Verb::Update) => &[Description, Metadata, Acl],
             (Resource::ApiKeys, Verb::Create) => &[Description, Metadata, OwnerId],
             (Resource::ApiKeys, Verb::Update) => &[Description, Metadata],
+            (Resource::TlsCertificates, Verb::Create) => {
+                &[CertificatePem, PrivateKeyPem, Description, Metadata]
+            }
+            (Resource::TlsCertificates, Verb::Update) => &[Description, Metadata],
             _ => &[],
         }
     }
@@ -134,6 +141,8 @@ enum Field {
     Domain,
     Acl,
     OwnerId,
+    CertificatePem,
+    PrivateKeyPem,
 }
 
 impl Field {
@@ -149,6 +158,8 @@ impl Field {
             Field::Domain => "--domain",
             Field::Acl => "--acl",
             Field::OwnerId => "--owner-id",
+            Field::CertificatePem => "--certificate-pem-file",
+            Field::PrivateKeyPem => "--private-key-pem-file",
         }
     }
 }
@@ -206,6 +217,12 @@ pub struct ApiArgs {
     /// Owner id (credentials, api-keys create).
     #[arg(long)]
     pub owner_id: Option<String>,
+    /// PEM certificate chain file (tls-certificates create).
+    #[arg(long)]
+    pub certificate_pem_file: Option<PathBuf>,
+    /// PEM private key file (tls-certificates create).
+    #[arg(long)]
+    pub private_key_pem_file: Option<PathBuf>,
     /// Page size (list).
     #[arg(long)]
     pub limit: Option<u32>,
@@ -354,6 +371,8 @@ fn given_fields(args: &ApiArgs) -> Vec<Field> {
     add(args.domain.is_some(), Field::Domain);
     add(!args.acl.is_empty(), Field::Acl);
     add(args.owner_id.is_some(), Field::OwnerId);
+    add(args.certificate_pem_file.is_some(), Field::CertificatePem);
+    add(args.private_key_pem_file.is_some(), Field::PrivateKeyPem);
     v
 }
 
@@ -412,9 +431,25 @@ fn body(args: &ApiArgs) -> Result<Map<String, Value>, ApiCliError> {
     if let Some(o) = &args.owner_id {
         m.insert("owner_id".into(), json!(o));
     }
+    for (file, key) in [
+        (&args.certificate_pem_file, "certificate_pem"),
+        (&args.private_key_pem_file, "private_key_pem"),
+    ] {
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|source| ApiCliError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            m.insert(key.into(), json!(text));
+        }
+    }
     let required: &[(Field, &str)] = match (args.resource, args.verb) {
         (Resource::Endpoints, Verb::Create) => &[(Field::Url, "url")],
         (Resource::ReservedDomains, Verb::Create) => &[(Field::Domain, "domain")],
+        (Resource::TlsCertificates, Verb::Create) => &[
+            (Field::CertificatePem, "certificate_pem"),
+            (Field::PrivateKeyPem, "private_key_pem"),
+        ],
         _ => &[],
     };
     for (f, key) in required {
@@ -648,6 +683,48 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(p.path, "/tunnel_sessions?limit=5&before_id=ts_9");
+    }
+
+    #[test]
+    fn tls_certificates_read_their_pem_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (cert, key) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
+        std::fs::write(&cert, "CERT").expect("write");
+        std::fs::write(&key, "KEY").expect("write");
+        let p = planned(&[
+            "tls-certificates",
+            "create",
+            "--certificate-pem-file",
+            cert.to_str().expect("utf-8"),
+            "--private-key-pem-file",
+            key.to_str().expect("utf-8"),
+        ])
+        .unwrap();
+        assert_eq!(
+            (p.method, p.path.as_str()),
+            (http::Method::POST, "/tls_certificates")
+        );
+        let body = p.body.expect("body");
+        assert_eq!(body["certificate_pem"], "CERT");
+        assert_eq!(body["private_key_pem"], "KEY");
+        let e = planned(&[
+            "tls-certificates",
+            "create",
+            "--certificate-pem-file",
+            cert.to_str().expect("utf-8"),
+        ])
+        .unwrap_err();
+        assert!(e.contains("--private-key-pem-file"), "{e}");
+        let e = planned(&[
+            "tls-certificates",
+            "create",
+            "--certificate-pem-file",
+            "/nonexistent/c.pem",
+            "--private-key-pem-file",
+            "/nonexistent/k.pem",
+        ])
+        .unwrap_err();
+        assert!(e.contains("cannot read /nonexistent/c.pem"), "{e}");
     }
 
     #[test]
