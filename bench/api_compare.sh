@@ -681,7 +681,7 @@ SUMMARY=$WORK/summary.md
     echo
     echo "GETs per endpoint: mean $(f2 "${MED[route.9]}") (median of the rounds), max ${MED[route.gmax]}; the first GET got the 200 in ${MED[route.first]} of ${MED[route.trials]} trials; ${MED[route.never]} never routed within ${ROUTE_WAIT}s. Other load % (max): ${MED[route.other]}."
     echo
-    echo "**Per request**: \`$CFG_HOST\` (config file) and \`$CLOUD_HOST\` (API), the same custom-response policy text (200, 100-byte body), wrk ${DURATION}s per run; +$EXTRA: with $EXTRA more cloud endpoints in the snapshot."
+    echo "**Per request**: \`$CFG_HOST\` (config file) and \`$CLOUD_HOST\` (API), the same custom-response policy text (200, 100-byte body), wrk ${DURATION}s per run$( ((EXTRA > 0)) && echo "; +$EXTRA: with $EXTRA more cloud endpoints in the snapshot")."
     echo
     echo "| endpoint | req/s | p99 (ms) | edge CPU µs/req | wrk CPU % | other load % (max) | errors |"
     echo "|---|---:|---:|---:|---:|---:|---:|"
