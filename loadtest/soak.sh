@@ -21,7 +21,7 @@ echo "soak: ${DURATION} (profile ${PROFILE}), started $(date -u +%FT%TZ)" >&2
 set +e
 SOAK_DURATION="$DURATION" nice -n "${NICE:-10}" \
     cargo test ${args[@]+"${args[@]}"} --test soak -- --nocapture --test-threads 1 2>&1 |
-    grep --line-buffered -E '^soak:|^test |panicked|failures|RSS'
+    grep --line-buffered -E -A3 '^soak:|^test |panicked|failures|RSS'
 status=${PIPESTATUS[0]}
 set -e
 echo "soak: finished $(date -u +%FT%TZ), exit ${status}" >&2

@@ -358,6 +358,7 @@ impl Plane {
         }
         rec.updated_at = records::now();
         self.put_published(Kind::Endpoints, id, &rec)?;
+        info!(id, url = %rec.url, "cloud endpoint updated");
         Ok(rec)
     }
 
@@ -377,7 +378,9 @@ impl Plane {
             }
             return Err(ApiError::not_found("endpoint", id));
         }
-        self.delete_published(Kind::Endpoints, id)
+        self.delete_published(Kind::Endpoints, id)?;
+        info!(id, "cloud endpoint deleted");
+        Ok(())
     }
 
     /// The URL of a config, cloud or agent endpoint by its API id (for

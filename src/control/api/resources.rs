@@ -501,6 +501,13 @@ fn list_endpoints(plane: &Plane, call: &ApiCall, base: &str) -> Reply {
 }
 
 fn get_endpoint(plane: &Plane, id: &str, base: &str) -> Reply {
+    // A cloud endpoint is one store read; config and agent endpoints are
+    // not in the store, so only then are all views built.
+    match plane.get::<EndpointRec>(Kind::Endpoints, "endpoint", id) {
+        Ok(e) => return Ok(json_response(200, &e.view(base))),
+        Err(e) if e.status != 404 => return Err(e),
+        Err(_) => {}
+    }
     all_endpoints(plane, base)?
         .into_iter()
         .find(|(i, _, _)| i == id)
