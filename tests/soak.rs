@@ -378,6 +378,7 @@ fn soak_mixed_traffic_agent_churn_and_an_upgrade() {
     let mut last_sdk = Instant::now();
     let mut last_sample = Instant::now() - Duration::from_secs(10);
     let mut churns = (0u32, 0u32);
+    let mut restart_races = 0u32;
     while start.elapsed() < duration {
         thread::sleep(Duration::from_millis(100));
         if successor.is_none() && start.elapsed() >= duration / 2 {
@@ -402,9 +403,22 @@ fn soak_mixed_traffic_agent_churn_and_an_upgrade() {
                 a.signal(libc::SIGKILL);
                 let _ = a.wait_exit(Duration::from_secs(5));
             }
-            // The edge notices the dropped session on the next write or
-            // at heartbeat silence; restart right away.
-            *guard = Some(Agent::start(&edge, &echo_port, &ours_args).0);
+            // Restart right away, as a supervisor would. The edge drops the
+            // killed session when it reads the connection's end; a restart
+            // that wins that race is refused ("already online") and tried
+            // again, like a supervisor's next attempt.
+            let restart_deadline = Instant::now() + Duration::from_secs(10);
+            let restarted = loop {
+                match Agent::try_start(&edge, &echo_port, &ours_args) {
+                    Ok((a, _)) => break a,
+                    Err(e) if e.contains("already online") && Instant::now() < restart_deadline => {
+                        restart_races += 1;
+                        thread::sleep(Duration::from_millis(200));
+                    }
+                    Err(e) => panic!("restarting our agent: {e}"),
+                }
+            };
+            *guard = Some(restarted);
             churns.0 += 1;
             last_ours = Instant::now();
         }
@@ -455,7 +469,7 @@ fn soak_mixed_traffic_agent_churn_and_an_upgrade() {
         }
     }
     println!(
-        "soak: duration={duration:?} churn(ours,sdk)={churns:?} counts(ok,clean_error)={counts:?} failures={}{rss_line}",
+        "soak: duration={duration:?} churn(ours,sdk)={churns:?} restart_races={restart_races} counts(ok,clean_error)={counts:?} failures={}{rss_line}",
         failures.len()
     );
     assert!(

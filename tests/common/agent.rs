@@ -77,9 +77,35 @@ impl Agent {
         (agent, urls.remove(0))
     }
 
+    /// Like `start`, but a refused or failed start is an `Err` with the
+    /// agent's stderr (a restart racing the edge's cleanup of the killed
+    /// agent's session gets "already online").
+    pub fn try_start(
+        edge: &Edge,
+        upstream: &str,
+        args: &[&str],
+    ) -> Result<(Agent, String), String> {
+        let tunnel = edge.listener_addr("tunnel").to_string();
+        let ca = dev_ca(edge).to_str().expect("utf-8 path").to_owned();
+        let mut argv: Vec<&str> = vec!["http", upstream, "--server-addr"];
+        argv.extend([tunnel.as_str(), "--root-cas", ca.as_str()]);
+        argv.extend_from_slice(args);
+        if !args.iter().any(|a| a.starts_with("--web-addr")) {
+            argv.extend(["--web-addr", "127.0.0.1:0"]);
+        }
+        let (agent, mut urls) = Agent::try_spawn(&argv, 1)?;
+        Ok((agent, urls.remove(0)))
+    }
+
     /// Runs `ringress ARGS` (an agent command: `http`, `start`) and waits
     /// until it printed `urls` public URLs on stdout.
     pub fn spawn(argv: &[&str], urls: usize) -> (Agent, Vec<String>) {
+        Agent::try_spawn(argv, urls).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Like `spawn`, but an agent that exits or prints too few URLs within
+    /// 15 s is an `Err` with its stderr.
+    pub fn try_spawn(argv: &[&str], urls: usize) -> Result<(Agent, Vec<String>), String> {
         let dir = tempfile::Builder::new()
             .prefix("ringress-agent-")
             .tempdir()
@@ -93,28 +119,36 @@ impl Agent {
             .stderr(File::create(dir.path().join("stderr")).expect("stderr"));
         let child = cmd.spawn().expect("spawn ringress agent");
         let pid = child.id() as libc::pid_t;
-        let agent = Agent {
+        let mut agent = Agent {
             child: Some(child),
             pid,
             dir,
         };
-        let mut found = Vec::new();
-        let ok = wait_until(Duration::from_secs(15), || {
-            found = agent
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let found: Vec<String> = agent
                 .stdout()
                 .lines()
                 .filter(|l| l.contains("://"))
                 .map(|l| l.trim().to_owned())
                 .collect();
-            found.len() >= urls
-        });
-        assert!(
-            ok,
-            "agent printed {} of {urls} URLs; stderr:\n{}",
-            found.len(),
-            agent.stderr()
-        );
-        (agent, found)
+            if found.len() >= urls {
+                return Ok((agent, found));
+            }
+            let exited = agent
+                .child
+                .as_mut()
+                .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))));
+            if exited || Instant::now() > deadline {
+                return Err(format!(
+                    "agent printed {} of {urls} URLs{}; stderr:\n{}",
+                    found.len(),
+                    if exited { " and exited" } else { "" },
+                    agent.stderr()
+                ));
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// The local inspector's address, from the agent's log.
