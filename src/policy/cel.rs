@@ -211,8 +211,10 @@ fn rewrite_url_members(src: &str) -> String {
         match quote {
             Some(q) => {
                 if b == b'\\' && i + 1 < bytes.len() {
-                    out.push_str(&src[i..i + 2]);
-                    i += 2;
+                    // The escaped character may be several bytes long.
+                    let next = src[i + 1..].chars().next().map_or(1, char::len_utf8);
+                    out.push_str(&src[i..i + 1 + next]);
+                    i += 1 + next;
                     continue;
                 }
                 if b == q {
@@ -597,6 +599,26 @@ pub fn from_json(v: &serde_json::Value) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn regression_escape_before_a_multibyte_character_in_a_string() {
+        // Found by the cel_compile and policy_document fuzz targets: a
+        // backslash before a multi-byte character inside a string literal
+        // was copied as two bytes, splitting the character (a panic).
+        let src = "req.url.path == 'a\\\u{2028}b' || req.url.path == \"\\\u{712}\"";
+        let out = rewrite_url_members(src);
+        assert!(
+            out.starts_with("req.url_parts.path == 'a\\\u{2028}b'"),
+            "{out}"
+        );
+        assert!(
+            out.contains("|| req.url_parts.path == \"\\\u{712}\""),
+            "{out}"
+        );
+        // The fuzzer's input: compiles or fails, never panics.
+        let _ =
+            Expr::compile("req.url.f\\\\\\\u{712}'th\0DDDDD.url.f\\\\\\\u{712}'th\0DDDq\u{712}'at");
+    }
 
     fn eval(src: &str, vars: Vec<(&str, Value)>) -> Result<Value, EvalError> {
         let e = Expr::compile(src).expect("compiles");
