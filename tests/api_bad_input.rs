@@ -297,6 +297,20 @@ fn bad_requests_get_ngrok_errors_and_change_nothing() {
         "ERR_NGROK_402",
         "inner wildcard",
     );
+    for internal in ["api.internal", "*.corp.internal"] {
+        assert_error(
+            &authed(
+                &base,
+                &key,
+                "POST",
+                "/reserved_domains",
+                Some(&format!("{{\"domain\": \"{internal}\"}}")),
+            ),
+            400,
+            "ERR_NGROK_326",
+            internal,
+        );
+    }
     let r = authed(
         &base,
         &key,

@@ -421,6 +421,16 @@ impl Plane {
     pub fn create_domain(&self, mut rec: DomainRec) -> Result<DomainRec, ApiError> {
         let _g = self.lock();
         let all: Vec<DomainRec> = self.list(Kind::ReservedDomains)?;
+        // .internal names are never reserved (the registry's rules allow
+        // any name under --dev, where the public-suffix rule is off).
+        let bare = rec.domain.trim().trim_end_matches('.').to_ascii_lowercase();
+        let bare = bare.strip_prefix("*.").unwrap_or(&bare);
+        if bare == "internal" || bare.ends_with(".internal") {
+            return Err(ApiError::bad_request(
+                326,
+                ".internal names are not reserved: they need no reservation.",
+            ));
+        }
         match self.registry.get() {
             Some(registry) => {
                 let existing = registry.reserved_domains();
