@@ -88,6 +88,12 @@ impl Expr {
     /// Parses `source` and checks that it names only known variables and
     /// functions. The error is the reason, for a located `PolicyError`.
     pub fn compile(source: &str) -> Result<Expr, String> {
+        let depth = nesting_depth(source);
+        if depth > MAX_NESTING {
+            return Err(format!(
+                "CEL expression nests {depth} levels deep (brackets and parentheses); at most {MAX_NESTING} are allowed: {source:?}"
+            ));
+        }
         let rewritten = rewrite_url_members(source);
         // The parser panics on some malformed input instead of failing:
         // contain it (this runs at load, on the control thread).
@@ -192,6 +198,45 @@ fn looks_top_level(src: &str, v: &str) -> bool {
         .iter()
         .any(|m| src.contains(&format!("{m}{v},")) || src.contains(&format!("{m}{v} ,")));
     !bound
+}
+
+/// How deep an expression may nest `(`, `[` and `{`. The CEL parser
+/// (antlr) backtracks exponentially on deep, ambiguous nesting: a
+/// 321-byte input 63 levels deep took 9 s to be refused (found by the
+/// cel_compile fuzz target), which would stall a load, a reload or an
+/// agent's Bind. Real policies nest a few levels.
+pub const MAX_NESTING: usize = 12;
+
+/// The deepest bracket nesting of `src` outside string literals
+/// (unbalanced closers are ignored; the parser refuses those).
+fn nesting_depth(src: &str) -> usize {
+    let bytes = src.as_bytes();
+    let (mut depth, mut max) = (0usize, 0usize);
+    let mut quote: Option<u8> = None;
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        match quote {
+            Some(q) => {
+                if b == b'\\' {
+                    i += 1;
+                } else if b == q {
+                    quote = None;
+                }
+            }
+            None => match b {
+                b'\'' | b'"' => quote = Some(b),
+                b'(' | b'[' | b'{' => {
+                    depth += 1;
+                    max = max.max(depth);
+                }
+                b')' | b']' | b'}' => depth = depth.saturating_sub(1),
+                _ => {}
+            },
+        }
+        i += 1;
+    }
+    max
 }
 
 /// `req.url` is a string in ngrok and also has fields (`req.url.path`).
@@ -599,6 +644,28 @@ pub fn from_json(v: &serde_json::Value) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn regression_deep_nesting_is_refused_before_the_parser() {
+        // Found by the cel_compile fuzz target: 63 levels of brackets made
+        // the parser take 9 s before refusing the expression.
+        let deep = format!("{}1{}", "(".repeat(63), ")".repeat(63));
+        let t = std::time::Instant::now();
+        let e = Expr::compile(&deep).err().unwrap_or_default();
+        assert!(e.contains("63 levels"), "{e}");
+        assert!(t.elapsed() < std::time::Duration::from_secs(1));
+        // Brackets inside strings do not count; MAX_NESTING levels still compile.
+        assert_eq!(nesting_depth("'((((' + \"[[[\" + (1)"), 1);
+        let ok = format!("{}1{}", "(".repeat(MAX_NESTING), ")".repeat(MAX_NESTING));
+        assert!(Expr::compile(&format!("{ok} == 1")).is_ok());
+        // Every bracket kind at the limit parses (or fails) without
+        // exhausting a 2 MiB test thread's stack in a debug build.
+        for (open, close) in [("[", "]"), ("{1:", "}"), ("size([", "])")] {
+            let n = MAX_NESTING / open.matches(['(', '[', '{']).count();
+            let e = format!("{}1{}", open.repeat(n), close.repeat(n));
+            let _ = Expr::compile(&e);
+        }
+    }
 
     #[test]
     fn regression_escape_before_a_multibyte_character_in_a_string() {
