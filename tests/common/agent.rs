@@ -64,17 +64,7 @@ impl Agent {
         upstream: &str,
         args: &[&str],
     ) -> (Agent, String) {
-        let tunnel = edge.listener_addr("tunnel").to_string();
-        let ca = ca.to_str().expect("utf-8 path").to_owned();
-        let mut argv: Vec<&str> = vec!["http", upstream, "--server-addr"];
-        argv.extend([tunnel.as_str(), "--root-cas", ca.as_str()]);
-        argv.extend_from_slice(args);
-        // Many agents run in parallel: each inspector on a port of its own.
-        if !args.iter().any(|a| a.starts_with("--web-addr")) {
-            argv.extend(["--web-addr", "127.0.0.1:0"]);
-        }
-        let (agent, mut urls) = Agent::spawn(&argv, 1);
-        (agent, urls.remove(0))
+        Agent::try_start_trusting(edge, ca, upstream, args).unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// Like `start`, but a refused or failed start is an `Err` with the
@@ -85,11 +75,21 @@ impl Agent {
         upstream: &str,
         args: &[&str],
     ) -> Result<(Agent, String), String> {
+        Agent::try_start_trusting(edge, &dev_ca(edge), upstream, args)
+    }
+
+    fn try_start_trusting(
+        edge: &Edge,
+        ca: &Path,
+        upstream: &str,
+        args: &[&str],
+    ) -> Result<(Agent, String), String> {
         let tunnel = edge.listener_addr("tunnel").to_string();
-        let ca = dev_ca(edge).to_str().expect("utf-8 path").to_owned();
+        let ca = ca.to_str().expect("utf-8 path").to_owned();
         let mut argv: Vec<&str> = vec!["http", upstream, "--server-addr"];
         argv.extend([tunnel.as_str(), "--root-cas", ca.as_str()]);
         argv.extend_from_slice(args);
+        // Many agents run in parallel: each inspector on a port of its own.
         if !args.iter().any(|a| a.starts_with("--web-addr")) {
             argv.extend(["--web-addr", "127.0.0.1:0"]);
         }
