@@ -151,7 +151,9 @@ fn endpoint_resolver(plane: &Option<Arc<Plane>>) -> crate::observe::api::Resolve
 /// The store holds keys and token digests: owner-only.
 fn restrict_mode(path: &std::path::Path) {
     use std::os::unix::fs::PermissionsExt;
-    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+    if let Err(e) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)) {
+        warn!(path = %path.display(), error = %e, "cannot make the store owner-only (it holds key and token digests)");
+    }
 }
 
 /// Starts the ACME manager when the config asks for it.
