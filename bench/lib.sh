@@ -292,6 +292,7 @@ per_req() { # ticks requests -> µs per request (uses CLK_TCK)
 }
 fmt0() { awk -v v="$1" 'BEGIN { if (v == "-") print "-"; else printf "%.0f", v }'; }
 fmt1() { awk -v v="$1" 'BEGIN { if (v == "-") print "-"; else printf "%.1f", v }'; }
+fmt2() { awk -v v="$1" 'BEGIN { if (v == "-") print "-"; else printf "%.2f", v }'; }
 
 # other_load_pct SERVER_STAT0 SERVER_STAT1 CLIENT_STAT0 CLIENT_STAT1 MINE_TICKS TIMEFILE:
 # busy time on both CPUs (cpu_stat lines before/after) not charged to the measured

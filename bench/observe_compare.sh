@@ -12,6 +12,8 @@
 #     CLIENT_CPU. Every request carries `Host: bench.local`:
 #       ringress-off       [observe] metrics = false, inspect = "off", no sinks
 #       ringress-metrics   metrics only (inspect = "off", no sinks)
+#       ringress-capture   metrics + metadata capture, no sinks (what the inspector costs)
+#       ringress-events    metrics + events to the file sink, no capture (what events cost)
 #       ringress-on        metrics + events (JSON-lines file sink in the work dir, rotated
 #                          at 64 MiB, 1 old file kept) + metadata capture: the issue's
 #                          "metrics + events + metadata capture on"
@@ -20,7 +22,8 @@
 #     ringress-on's event file got lines;
 #   * ROUNDS rounds; each round runs every system back to back, rotating which goes first;
 #   * per run: req/s, p99, and the ringress process's CPU time (all threads: workers, the
-#     drainer that serialises events, the file sink) divided by completed requests;
+#     drainer that serialises events, the file sink) divided by completed requests, and the
+#     part of it spent in the drainer and sink threads (from /proc/PID/task/*/stat);
 #   * prints medians, ratios to ringress-off and the issue's target (ringress-on costs at
 #     most 5% more CPU per request than ringress-off), as Markdown; everything goes to
 #     bench/results/observe-<UTC time>.txt and bench/results/observe-latest.txt.
@@ -28,7 +31,8 @@
 # Environment:
 #   ROUNDS=3 DURATION=10 (seconds per wrk run) WORKERS=1 CONNS=64 WARMUP=2 (seconds)
 #   SERVER_CPU=1 CLIENT_CPU=0   CPUs for the systems (and upstream) and for wrk
-#   SYSTEMS="ringress-off ringress-metrics ringress-on"   subset and order; add ringress-full
+#   SYSTEMS="ringress-off ringress-metrics ringress-capture ringress-events ringress-on"
+#                                     subset and order; add ringress-full
 #   RINGRESS_LOG_LEVEL=info KEEP_WORK=0 QUIET_WAIT=120 MAX_OTHER=10 NOISE_RETRIES=2
 set -Eeuo pipefail
 
@@ -39,7 +43,7 @@ CONNS=${CONNS:-64}
 WARMUP=${WARMUP:-2}
 SERVER_CPU=${SERVER_CPU:-1}
 CLIENT_CPU=${CLIENT_CPU:-0}
-ALL_SYSTEMS="ringress-off ringress-metrics ringress-on"
+ALL_SYSTEMS="ringress-off ringress-metrics ringress-capture ringress-events ringress-on"
 KNOWN_SYSTEMS="$ALL_SYSTEMS ringress-full"
 SYSTEMS=${SYSTEMS:-$ALL_SYSTEMS}
 RINGRESS_LOG_LEVEL=${RINGRESS_LOG_LEVEL:-info}
@@ -104,6 +108,11 @@ observe_section() { # $1 = system
     case $1 in
     ringress-off) printf '[observe]\nmetrics = false\ninspect = "off"\n' ;;
     ringress-metrics) printf '[observe]\nmetrics = true\ninspect = "off"\n' ;;
+    ringress-capture) printf '[observe]\nmetrics = true\ninspect = "metadata"\n' ;;
+    ringress-events)
+        printf '[observe]\nmetrics = true\ninspect = "off"\n[[observe.sinks]]\ntype = "file"\npath = "%s"\nmax_bytes = 67108864\nkeep = 1\n' \
+            "$WORK/$1-events.jsonl"
+        ;;
     ringress-on | ringress-full)
         local mode=metadata
         [[ $1 == ringress-full ]] && mode=full
@@ -165,15 +174,32 @@ for s in "${SYS[@]}"; do
 done
 
 RAW=$WORK/raw.tsv
-printf 'round\tsystem\treq_s\tp99_us\trequests\terrors\tsystem_ticks\tcpu_us_per_req\tupstream_cpu_us_per_req\twrk_cpu_pct\tother_load_pct\n' >"$RAW"
+printf 'round\tsystem\treq_s\tp99_us\trequests\terrors\tsystem_ticks\tcpu_us_per_req\tupstream_cpu_us_per_req\twrk_cpu_pct\tother_load_pct\tobserve_threads_us_per_req\n' >"$RAW"
+
+# CPU ticks of the process's observability threads (the drainer and the sinks).
+observe_ticks() { # $1 = pid
+    local t total=0 line
+    local -a f
+    for t in /proc/"$1"/task/*; do
+        case $(cat "$t/comm" 2>/dev/null) in
+        ringress-observ* | ringress-sink*) ;;
+        *) continue ;;
+        esac
+        line=$(cat "$t/stat" 2>/dev/null) || continue
+        read -ra f <<<"${line##*) }"
+        total=$((total + f[11] + f[12]))
+    done
+    echo "$total"
+}
 : >"$WORK/tool-output.txt"
 
 run_once() {
     local round=$1 s=$2 discard=${3:-}
     local url=http://127.0.0.1:${PORT[$s]}/ out=$WORK/out.txt tfile=$WORK/time.txt d=$DURATION
-    local t0 t1 u0 u1 ss0 ss1 cs0 cs1 rps p99 reqs errs
+    local t0 t1 o0 o1 u0 u1 ss0 ss1 cs0 cs1 rps p99 reqs errs
     [[ -n $discard ]] && d=$WARMUP
     t0=$(cpu_ticks "${PID_OF[$s]}")
+    o0=$(observe_ticks "${PID_OF[$s]}")
     u0=$(cpu_ticks "$UP_PID")
     ss0=$(cpu_stat "$SERVER_CPU")
     cs0=$(cpu_stat "$CLIENT_CPU")
@@ -184,6 +210,7 @@ run_once() {
     # The drainer and the sink finish their backlog after the load: count that too.
     sleep 0.3
     t1=$(cpu_ticks "${PID_OF[$s]}")
+    o1=$(observe_ticks "${PID_OF[$s]}")
     u1=$(cpu_ticks "$UP_PID")
     ss1=$(cpu_stat "$SERVER_CPU")
     cs1=$(cpu_stat "$CLIENT_CPU")
@@ -198,8 +225,8 @@ run_once() {
     up=$(per_req $((u1 - u0)) "$reqs")
     client=$(awk '{ if ($1 > 0) printf "%.0f", ($2 + $3) / $1 * 100; else print "nan" }' "$tfile")
     OTHER=$(other_load_pct "$ss0" "$ss1" "$cs0" "$cs1" $((t1 - t0 + u1 - u0)) "$tfile")
-    ROW=$(printf '%s\t%s\t%.0f\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s' "$round" "$s" "$rps" "$p99" \
-        "$reqs" "$errs" $((t1 - t0)) "$cpu" "$up" "$client" "$OTHER")
+    ROW=$(printf '%s\t%s\t%.0f\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s' "$round" "$s" "$rps" "$p99" \
+        "$reqs" "$errs" $((t1 - t0)) "$cpu" "$up" "$client" "$OTHER" "$(per_req $((o1 - o0)) "$reqs")")
     LINE=$(printf '  round %s  %-17s %7.0f req/s  p99 %8s µs  cpu %6s µs/req  upstream %5s  wrk %3s%%  other %4s%%  errors %s' \
         "$round" "$s" "$rps" "$p99" "$cpu" "$up" "$client" "$OTHER" "$errs")
     { echo "### round $round $s (other load $OTHER%)"; cat "$out"; } >>"$WORK/tool-output.txt"
@@ -223,7 +250,7 @@ for s in "${SYS[@]}"; do
     kill -0 "${PID_OF[$s]}" 2>/dev/null || die "$s (pid ${PID_OF[$s]}) died during the run"
 done
 EVENT_CHECK=""
-for s in ringress-on ringress-full; do
+for s in ringress-events ringress-on ringress-full; do
     has "$s" || continue
     n=$(cat "$WORK/$s-events.jsonl"* 2>/dev/null | grep -c 'http_request_complete.v0' || true)
     ((n > 0)) || die "$s wrote no events to $WORK/$s-events.jsonl"
@@ -237,6 +264,7 @@ for s in "${SYS[@]}"; do
     MED[$s.p99]=$(rows "$s" | median 4)
     MED[$s.cpu]=$(rows "$s" | median 8)
     MED[$s.up]=$(rows "$s" | median 9)
+    MED[$s.obs]=$(rows "$s" | median 12)
     MED[$s.client]=$(rows "$s" | median 10)
     MED[$s.other]=$(rows "$s" | awk -F'\t' '$11 > m { m = $11 } END { print m + 0 }')
     MED[$s.err]=$(rows "$s" | awk -F'\t' '{ e += $6 } END { print e + 0 }')
@@ -250,10 +278,10 @@ SUMMARY=$WORK/summary.md
     echo
     echo "Medians of $ROUNDS round(s). ringress and the upstream pinned to CPU $SERVER_CPU, wrk (-t1 -c$CONNS) to CPU $CLIENT_CPU; $WORKERS worker(s); ${DURATION}s per run. $NOISY_RETRIES run(s) repeated because other processes took more than $MAX_OTHER% of the CPU."
     echo
-    echo "| system | req/s | p99 (ms) | ringress CPU µs/req | upstream CPU µs/req | wrk CPU % | other load % (max) | errors |"
-    echo "|---|---:|---:|---:|---:|---:|---:|---:|"
+    echo "| system | req/s | p99 (ms) | ringress CPU µs/req | of which drainer + sinks | upstream CPU µs/req | wrk CPU % | other load % (max) | errors |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
     for s in "${SYS[@]}"; do
-        echo "| $s | $(fmt0 "${MED[$s.rps]}") | $(fmt_ms "${MED[$s.p99]}") | $(fmt1 "${MED[$s.cpu]}") | $(fmt1 "${MED[$s.up]}") | $(fmt0 "${MED[$s.client]}") | ${MED[$s.other]} | ${MED[$s.err]} |"
+        echo "| $s | $(fmt0 "${MED[$s.rps]}") | $(fmt_ms "${MED[$s.p99]}") | $(fmt1 "${MED[$s.cpu]}") | $(fmt2 "${MED[$s.obs]}") | $(fmt1 "${MED[$s.up]}") | $(fmt0 "${MED[$s.client]}") | ${MED[$s.other]} | ${MED[$s.err]} |"
     done
     if has ringress-off; then
         echo

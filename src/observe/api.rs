@@ -275,7 +275,7 @@ impl ObserveApi {
                 match super::replay::replay(&c, l.http, l.https).await {
                     Ok(status) => json_response(
                         StatusCode::OK,
-                        &json!({ "replayed": c.id, "status_code": status }),
+                        &json!({ "replayed": c.id(), "status_code": status }),
                     ),
                     Err(e @ super::replay::ReplayError::BodyNotCaptured) => {
                         error(StatusCode::CONFLICT, "ERR_NGROK_409", &e.to_string())
@@ -308,7 +308,7 @@ impl ObserveApi {
                 let next = tokio::time::timeout(SSE_PING, live.recv()).await;
                 let msg = match next {
                     Err(_) => Bytes::from_static(b": ping\n\n"),
-                    Ok(Ok(c)) if c.endpoint == url => {
+                    Ok(Ok(c)) if *c.endpoint == *url => {
                         Bytes::from(format!("event: request\ndata: {}\n\n", c.to_json(false)))
                     }
                     Ok(Ok(_)) => continue,

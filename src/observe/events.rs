@@ -1,292 +1,480 @@
 //! Event JSON: `http_request_complete.v0` and `tcp_connection_closed.v0`
 //! with ngrok's field names (spec §7), written on the drainer thread from
-//! the records workers queued (straight into one string: no JSON tree).
-//! Never runs on a worker.
+//! the records workers queued, straight into the batch buffer the sinks
+//! get: no JSON tree, no per-event allocation, strings escaped a run of
+//! bytes at a time. Never runs on a worker.
 
-use std::fmt::Write;
+use std::borrow::Cow;
+use std::io::Write as _;
+use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::SystemTime;
 
-use super::worker::{HttpRecord, TcpRecord};
+use super::record::{HttpRecord, TcpRecord};
+use super::timestamp;
 
 pub const HTTP_REQUEST_COMPLETE: &str = "http_request_complete.v0";
 pub const TCP_CONNECTION_CLOSED: &str = "tcp_connection_closed.v0";
 
-/// RFC 3339 with milliseconds, UTC.
-pub fn rfc3339(t: SystemTime) -> String {
-    let dt: chrono::DateTime<chrono::Utc> = t.into();
-    dt.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
+pub use super::timestamp::rfc3339;
 
-/// `ev_` + a random per-process prefix + a counter: unique, and cheap.
-fn event_id(out: &mut String) {
+/// `"ev_` + a random per-process prefix + a counter`"`: unique, and cheap.
+fn event_id(out: &mut Vec<u8>) {
     static PREFIX: OnceLock<String> = OnceLock::new();
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let prefix = PREFIX.get_or_init(|| crate::tunnel::registry::random_hex(6));
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let _ = write!(out, "\"ev_{prefix}{n:012x}\"");
-}
-
-/// A JSON string literal.
-fn string(out: &mut String, s: &str) {
-    string_with(out, s, |c, _| c);
-}
-
-/// A JSON string literal of `s` with each character mapped by `f` (which
-/// also gets the previous character).
-fn string_with(out: &mut String, s: &str, f: impl Fn(char, Option<char>) -> char) {
-    out.push('"');
-    let mut prev = None;
-    for c in s.chars() {
-        let mapped = f(c, prev);
-        prev = Some(c);
-        let c = mapped;
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
+    out.extend_from_slice(b"\"ev_");
+    out.extend_from_slice(prefix.as_bytes());
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for i in (0..12).rev() {
+        out.push(HEX[((n >> (i * 4)) & 0xf) as usize]);
     }
-    out.push('"');
+    out.push(b'"');
+}
+
+#[inline]
+fn needs_escape(b: u8) -> bool {
+    b < 0x20 || b == b'"' || b == b'\\'
+}
+
+/// Whether any of the 8 bytes of `w` needs escaping: below 0x20, `"` or
+/// `\\` (the "has zero byte" and "has byte less than" word tricks).
+#[inline]
+fn word_needs_escape(w: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
+    let below_space = w.wrapping_sub(ONES * 0x20) & !w & HIGH;
+    (below_space | zero(w ^ (ONES * u64::from(b'"'))) | zero(w ^ (ONES * u64::from(b'\\')))) != 0
+}
+
+/// The index of the first byte of `s` that needs escaping, from `from`.
+#[inline]
+fn next_escape(s: &[u8], mut from: usize) -> Option<usize> {
+    while from + 8 <= s.len() {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&s[from..from + 8]);
+        if word_needs_escape(u64::from_le_bytes(w)) {
+            break;
+        }
+        from += 8;
+    }
+    s[from..]
+        .iter()
+        .position(|&b| needs_escape(b))
+        .map(|i| from + i)
+}
+
+/// The inside of a JSON string literal; `s` is valid UTF-8. Escapes use
+/// lower-case letters only, so a caller may lower-case what this wrote.
+fn escaped(out: &mut Vec<u8>, s: &[u8]) {
+    let mut start = 0;
+    while let Some(i) = next_escape(s, start) {
+        out.extend_from_slice(&s[start..i]);
+        match s[i] {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            b => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.extend_from_slice(b"\\u00");
+                out.push(HEX[usize::from(b >> 4)]);
+                out.push(HEX[usize::from(b & 0xf)]);
+            }
+        }
+        start = i + 1;
+    }
+    out.extend_from_slice(&s[start..]);
+}
+
+/// A JSON string literal of valid UTF-8.
+fn string(out: &mut Vec<u8>, s: &[u8]) {
+    out.push(b'"');
+    escaped(out, s);
+    out.push(b'"');
+}
+
+/// A JSON string literal, lower-cased (ASCII letters).
+fn string_lower(out: &mut Vec<u8>, s: &[u8]) {
+    let at = out.len();
+    string(out, s);
+    out[at..].make_ascii_lowercase();
+}
+
+/// A header name as ngrok's events key it: `content-type` → `Content-Type`.
+fn header_key(out: &mut Vec<u8>, name: &[u8], scratch: &mut Vec<u8>) {
+    let canon = |upper: bool, b: u8| {
+        if upper {
+            b.to_ascii_uppercase()
+        } else {
+            b.to_ascii_lowercase()
+        }
+    };
+    if next_escape(name, 0).is_none() {
+        // Field names are tokens: nothing to escape (the usual case).
+        out.push(b'"');
+        let mut prev = b'-';
+        out.extend(name.iter().map(|&b| {
+            let c = canon(prev == b'-', b);
+            prev = b;
+            c
+        }));
+        out.push(b'"');
+        return;
+    }
+    scratch.clear();
+    let mut upper = true;
+    for &b in name {
+        scratch.push(canon(upper, b));
+        upper = b == b'-';
+    }
+    string(out, scratch);
+}
+
+fn num(out: &mut Vec<u8>, n: impl itoa::Integer) {
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
 }
 
 /// `"key":` (keys here are constants without escapes).
-fn key(out: &mut String, k: &str) {
-    out.push('"');
-    out.push_str(k);
-    out.push_str("\":");
+fn key(out: &mut Vec<u8>, k: &str) {
+    out.push(b'"');
+    out.extend_from_slice(k.as_bytes());
+    out.extend_from_slice(b"\":");
 }
 
-/// The request line / status line and fields of a head, borrowed.
-struct HeadRef<'a> {
-    first: &'a str,
-    second: &'a str,
-    fields: Vec<(&'a str, &'a str)>,
+fn time(out: &mut Vec<u8>, clock: &mut timestamp::Cache, t: SystemTime) {
+    out.push(b'"');
+    clock.write(out, t);
+    out.push(b'"');
 }
 
-impl<'a> HeadRef<'a> {
-    fn parse(text: &'a str) -> HeadRef<'a> {
-        let mut lines = text.split("\r\n");
-        let line = lines.next().unwrap_or_default();
-        let mut parts = line.splitn(3, ' ');
-        let first = parts.next().unwrap_or_default();
-        let second = parts.next().unwrap_or_default();
-        let mut fields = Vec::with_capacity(16);
-        for l in lines {
+/// The text of the last client address written (consecutive events are
+/// mostly from the same clients).
+#[derive(Default)]
+struct IpCache {
+    last: Option<(std::net::IpAddr, Vec<u8>)>,
+}
+
+impl IpCache {
+    fn write(&mut self, out: &mut Vec<u8>, a: std::net::SocketAddr) {
+        let ip = a.ip().to_canonical();
+        out.push(b'"');
+        match &self.last {
+            Some((last, text)) if *last == ip => out.extend_from_slice(text),
+            _ => {
+                let mut text = Vec::with_capacity(40);
+                let _ = write!(text, "{ip}");
+                out.extend_from_slice(&text);
+                self.last = Some((ip, text));
+            }
+        }
+        out.push(b'"');
+    }
+}
+
+fn trim(b: &[u8]) -> Range<usize> {
+    let start = b
+        .iter()
+        .position(|c| !c.is_ascii_whitespace())
+        .unwrap_or(b.len());
+    let end = b
+        .iter()
+        .rposition(|c| !c.is_ascii_whitespace())
+        .map_or(start, |i| i + 1);
+    start..end.max(start)
+}
+
+/// The request line / status line and fields of a head, as offsets into
+/// it (kept in a reusable list).
+#[derive(Default)]
+struct HeadIndex {
+    first: Range<usize>,
+    second: Range<usize>,
+    fields: Vec<(Range<usize>, Range<usize>)>,
+}
+
+impl HeadIndex {
+    fn parse(&mut self, h: &[u8]) {
+        self.fields.clear();
+        // Lines end in CRLF (the edge wrote or checked these heads).
+        let eol = |from: usize| -> (usize, usize) {
+            match memchr::memchr(b'\n', &h[from.min(h.len())..]) {
+                Some(i) => {
+                    let nl = from + i;
+                    let end = if nl > from && h[nl - 1] == b'\r' {
+                        nl - 1
+                    } else {
+                        nl
+                    };
+                    (end, nl + 1)
+                }
+                None => (h.len(), h.len()),
+            }
+        };
+        let (line_end, mut at) = eol(0);
+        let line = &h[..line_end];
+        let sp1 = memchr::memchr(b' ', line).unwrap_or(line.len());
+        self.first = 0..sp1;
+        let rest = (sp1 + 1).min(line.len());
+        let sp2 = memchr::memchr(b' ', &line[rest..]).map_or(line.len(), |i| rest + i);
+        self.second = rest..sp2;
+        while at < h.len() {
+            let (end, next) = eol(at);
+            let l = &h[at..end];
             if l.is_empty() {
                 break;
             }
-            if let Some((n, v)) = l.split_once(':') {
-                fields.push((n.trim(), v.trim()));
+            if let Some(c) = memchr::memchr(b':', l) {
+                let n = trim(&l[..c]);
+                let v = trim(&l[c + 1..]);
+                self.fields.push((
+                    at + n.start..at + n.end,
+                    at + c + 1 + v.start..at + c + 1 + v.end,
+                ));
             }
-        }
-        HeadRef {
-            first,
-            second,
-            fields,
+            at = next;
         }
     }
 
-    fn get(&self, name: &str) -> Option<&'a str> {
+    fn get<'h>(&self, h: &'h [u8], name: &str) -> Option<&'h [u8]> {
         self.fields
             .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| *v)
+            .find(|(n, _)| h[n.clone()].eq_ignore_ascii_case(name.as_bytes()))
+            .map(|(_, v)| &h[v.clone()])
     }
-}
 
-/// Header keys capitalised (`Content-Type`), values lowercased, as
-/// ngrok's events have them; repeated fields become one list.
-fn headers(out: &mut String, head: &HeadRef<'_>) {
-    out.push('{');
-    let mut first = true;
-    for (i, (name, _)) in head.fields.iter().enumerate() {
-        if head.fields[..i]
-            .iter()
-            .any(|(n, _)| n.eq_ignore_ascii_case(name))
-        {
-            continue;
-        }
-        if !first {
-            out.push(',');
-        }
-        first = false;
-        // Content-Type: upper case at the start and after '-'.
-        string_with(out, name, |c, prev| match prev {
-            None | Some('-') => c.to_ascii_uppercase(),
-            _ => c.to_ascii_lowercase(),
-        });
-        out.push_str(":[");
-        let mut first_v = true;
-        for (_, v) in head.fields[i..]
-            .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-        {
-            if !first_v {
-                out.push(',');
+    /// Header keys capitalised (`Content-Type`), values lowercased, as
+    /// ngrok's events have them; repeated fields become one list.
+    fn headers(&self, out: &mut Vec<u8>, h: &[u8], scratch: &mut Vec<u8>) {
+        out.push(b'{');
+        let mut first = true;
+        for (i, (name, _)) in self.fields.iter().enumerate() {
+            let name = &h[name.clone()];
+            let same =
+                |(n, _): &&(Range<usize>, Range<usize>)| h[n.clone()].eq_ignore_ascii_case(name);
+            if self.fields[..i].iter().any(|f| same(&f)) {
+                continue;
             }
-            first_v = false;
-            string_with(out, v, |c, _| c.to_ascii_lowercase());
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            header_key(out, name, scratch);
+            out.extend_from_slice(b":[");
+            let mut first_v = true;
+            for (_, v) in self.fields[i..].iter().filter(same) {
+                if !first_v {
+                    out.push(b',');
+                }
+                first_v = false;
+                string_lower(out, &h[v.clone()]);
+            }
+            out.push(b']');
         }
-        out.push(']');
+        out.push(b'}');
     }
-    out.push('}');
 }
 
-fn envelope_start(out: &mut String, kind: &str) {
-    out.push('{');
-    key(out, "event_id");
-    event_id(out);
-    out.push(',');
-    key(out, "event_type");
-    string(out, kind);
-    out.push(',');
-    key(out, "event_timestamp");
-    string(out, &rfc3339(SystemTime::now()));
-    out.push(',');
-    key(out, "object");
+/// A head as valid UTF-8 (heads passed the edge's parser; obs-text bytes
+/// are replaced).
+fn utf8(raw: &[u8]) -> Cow<'_, [u8]> {
+    match std::str::from_utf8(raw) {
+        Ok(_) => Cow::Borrowed(raw),
+        Err(_) => Cow::Owned(String::from_utf8_lossy(raw).into_owned().into_bytes()),
+    }
 }
 
-fn split_port(host: &str) -> &str {
-    match host.rsplit_once(':') {
-        Some((h, p)) if !h.ends_with(']') && p.bytes().all(|b| b.is_ascii_digit()) => h,
-        Some((h, _)) if h.ends_with(']') => h,
+fn split_port(host: &[u8]) -> &[u8] {
+    if host.first() == Some(&b'[') {
+        return match memchr::memchr(b']', host) {
+            Some(i) => &host[..=i],
+            None => host,
+        };
+    }
+    match memchr::memrchr(b':', host) {
+        Some(i) if host[i + 1..].iter().all(u8::is_ascii_digit) => &host[..i],
         _ => host,
     }
 }
 
-/// One `http_request_complete.v0` event, as a JSON line (no newline).
-pub fn http_event(r: &HttpRecord) -> String {
-    let req_text = String::from_utf8_lossy(&r.req_head);
-    let res_text = String::from_utf8_lossy(&r.res_head);
-    let req = HeadRef::parse(&req_text);
-    let res = HeadRef::parse(&res_text);
-    let target = req.second;
-    let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    let raw_host = req.get("host").unwrap_or_default();
-    let host = split_port(raw_host);
-    let mut o = String::with_capacity(256 + r.req_head.len() + r.res_head.len());
-    envelope_start(&mut o, HTTP_REQUEST_COMPLETE);
-    o.push_str("{\"conn\":{");
-    key(&mut o, "client_ip");
-    string(&mut o, &r.client.ip().to_canonical().to_string());
-    o.push(',');
-    key(&mut o, "server_name");
-    string(&mut o, host);
-    let _ = write!(o, ",\"server_port\":{},", r.server_port);
-    key(&mut o, "start_ts");
-    string(&mut o, &rfc3339(r.conn_start));
-    o.push_str("},\"http\":{\"request\":{");
-    let _ = write!(o, "\"body_length\":{},", r.req_body_len);
-    key(&mut o, "headers");
-    headers(&mut o, &req);
-    o.push(',');
-    key(&mut o, "method");
-    string(&mut o, &req.first.to_ascii_lowercase());
-    o.push_str(",\"url\":{");
-    key(&mut o, "host");
-    string(&mut o, host);
-    o.push(',');
-    key(&mut o, "path");
-    string(&mut o, path);
-    o.push(',');
-    key(&mut o, "query");
-    string(&mut o, query);
-    o.push(',');
-    key(&mut o, "raw");
-    string(&mut o, &format!("{}://{raw_host}{target}", r.scheme));
-    o.push(',');
-    key(&mut o, "scheme");
-    string(&mut o, r.scheme);
-    o.push_str("},");
-    key(&mut o, "user_agent");
-    string(&mut o, req.get("user-agent").unwrap_or_default());
-    o.push_str("},\"response\":{");
-    let _ = write!(o, "\"body_length\":{},", r.res_body_len);
-    key(&mut o, "headers");
-    headers(&mut o, &res);
-    let _ = write!(o, ",\"status_code\":{}}},", r.status);
-    // ringress additions (not in ngrok's schema):
-    let _ = write!(o, "\"duration_ms\":{},", r.duration.as_secs_f64() * 1000.0);
-    key(&mut o, "start_ts");
-    string(&mut o, &rfc3339(r.start));
-    o.push(',');
-    key(&mut o, "proto");
-    string(&mut o, r.proto);
-    o.push_str("},\"endpoint\":{");
-    key(&mut o, "url");
-    string(&mut o, &r.endpoint);
-    o.push_str("},");
-    key(&mut o, "ngrok_error_code");
-    match r.error_code {
-        Some(c) => string(&mut o, c),
-        None => o.push_str("null"),
+/// Writes events into a buffer, reusing its scratch space between them.
+#[derive(Default)]
+pub struct EventWriter {
+    req: HeadIndex,
+    res: HeadIndex,
+    scratch: Vec<u8>,
+    clock: timestamp::Cache,
+    ips: IpCache,
+}
+
+fn envelope_start(out: &mut Vec<u8>, clock: &mut timestamp::Cache, kind: &str, now: SystemTime) {
+    out.push(b'{');
+    key(out, "event_id");
+    event_id(out);
+    out.push(b',');
+    key(out, "event_type");
+    string(out, kind.as_bytes());
+    out.push(b',');
+    key(out, "event_timestamp");
+    time(out, clock, now);
+    out.push(b',');
+    key(out, "object");
+}
+
+impl EventWriter {
+    /// Appends one `http_request_complete.v0` event (no newline); `now` is
+    /// its `event_timestamp`.
+    pub fn http(&mut self, o: &mut Vec<u8>, r: &HttpRecord<'_>, now: SystemTime) {
+        let req_head = utf8(r.req_head);
+        let res_head = utf8(r.res_head);
+        let (rq, rs) = (&*req_head, &*res_head);
+        self.req.parse(rq);
+        self.res.parse(rs);
+        let target = &rq[self.req.second.clone()];
+        let (path, query) = match memchr::memchr(b'?', target) {
+            Some(i) => (&target[..i], &target[i + 1..]),
+            None => (target, &b""[..]),
+        };
+        let raw_host = self.req.get(rq, "host").unwrap_or_default();
+        let host = split_port(raw_host);
+        envelope_start(o, &mut self.clock, HTTP_REQUEST_COMPLETE, now);
+        o.extend_from_slice(b"{\"conn\":{");
+        key(o, "client_ip");
+        self.ips.write(o, r.client);
+        o.push(b',');
+        key(o, "server_name");
+        string(o, host);
+        o.extend_from_slice(b",\"server_port\":");
+        num(o, r.server_port);
+        o.push(b',');
+        key(o, "start_ts");
+        time(o, &mut self.clock, r.conn_start);
+        o.extend_from_slice(b"},\"http\":{\"request\":{\"body_length\":");
+        num(o, r.req_body_len);
+        o.push(b',');
+        key(o, "headers");
+        self.req.headers(o, rq, &mut self.scratch);
+        o.push(b',');
+        key(o, "method");
+        string_lower(o, &rq[self.req.first.clone()]);
+        o.extend_from_slice(b",\"url\":{");
+        key(o, "host");
+        string(o, host);
+        o.push(b',');
+        key(o, "path");
+        string(o, path);
+        o.push(b',');
+        key(o, "query");
+        string(o, query);
+        o.push(b',');
+        key(o, "raw");
+        o.push(b'"');
+        escaped(o, r.scheme.as_bytes());
+        o.extend_from_slice(b"://");
+        escaped(o, raw_host);
+        escaped(o, target);
+        o.push(b'"');
+        o.push(b',');
+        key(o, "scheme");
+        string(o, r.scheme.as_bytes());
+        o.extend_from_slice(b"},");
+        key(o, "user_agent");
+        string(o, self.req.get(rq, "user-agent").unwrap_or_default());
+        o.extend_from_slice(b"},\"response\":{\"body_length\":");
+        num(o, r.res_body_len);
+        o.push(b',');
+        key(o, "headers");
+        self.res.headers(o, rs, &mut self.scratch);
+        o.extend_from_slice(b",\"status_code\":");
+        num(o, r.status);
+        o.extend_from_slice(b"},");
+        // ringress additions (not in ngrok's schema):
+        key(o, "duration_ms");
+        let us = r.duration.as_micros().min(u128::from(u64::MAX)) as u64;
+        num(o, us / 1000);
+        let frac = us % 1000;
+        if frac != 0 {
+            let d = [
+                b'0' + (frac / 100) as u8,
+                b'0' + (frac / 10 % 10) as u8,
+                b'0' + (frac % 10) as u8,
+            ];
+            let mut n = 3;
+            while d[n - 1] == b'0' {
+                n -= 1;
+            }
+            o.push(b'.');
+            o.extend_from_slice(&d[..n]);
+        }
+        o.push(b',');
+        key(o, "start_ts");
+        time(o, &mut self.clock, r.start);
+        o.push(b',');
+        key(o, "proto");
+        string(o, r.proto.as_bytes());
+        o.extend_from_slice(b"},\"endpoint\":{");
+        key(o, "url");
+        string(o, r.endpoint.as_bytes());
+        o.extend_from_slice(b"},");
+        key(o, "ngrok_error_code");
+        match r.error_code {
+            Some(c) => string(o, c.as_bytes()),
+            None => o.extend_from_slice(b"null"),
+        }
+        o.extend_from_slice(b"}}");
     }
-    o.push_str("}}");
-    o
+
+    /// Appends one `tcp_connection_closed.v0` event (no newline).
+    pub fn tcp(&mut self, o: &mut Vec<u8>, r: &TcpRecord<'_>, now: SystemTime) {
+        envelope_start(o, &mut self.clock, TCP_CONNECTION_CLOSED, now);
+        o.extend_from_slice(b"{\"conn\":{\"bytes_in\":");
+        num(o, r.bytes_in);
+        o.extend_from_slice(b",\"bytes_out\":");
+        num(o, r.bytes_out);
+        o.push(b',');
+        key(o, "client_ip");
+        self.ips.write(o, r.client);
+        o.push(b',');
+        key(o, "end_ts");
+        time(o, &mut self.clock, r.end);
+        o.push(b',');
+        key(o, "server_name");
+        string(o, r.server_name.as_bytes());
+        o.extend_from_slice(b",\"server_port\":");
+        num(o, r.server_port);
+        o.push(b',');
+        key(o, "start_ts");
+        time(o, &mut self.clock, r.start);
+        o.extend_from_slice(b"}}}");
+    }
+}
+
+/// One `http_request_complete.v0` event, as a JSON line (no newline).
+pub fn http_event(r: &HttpRecord<'_>) -> String {
+    let mut o = Vec::with_capacity(1024);
+    EventWriter::default().http(&mut o, r, SystemTime::now());
+    String::from_utf8_lossy(&o).into_owned()
 }
 
 /// One `tcp_connection_closed.v0` event, as a JSON line (no newline).
-pub fn tcp_event(r: &TcpRecord) -> String {
-    let mut o = String::with_capacity(384);
-    envelope_start(&mut o, TCP_CONNECTION_CLOSED);
-    let _ = write!(
-        o,
-        "{{\"conn\":{{\"bytes_in\":{},\"bytes_out\":{},",
-        r.bytes_in, r.bytes_out
-    );
-    key(&mut o, "client_ip");
-    string(&mut o, &r.client.ip().to_canonical().to_string());
-    o.push(',');
-    key(&mut o, "end_ts");
-    string(&mut o, &rfc3339(r.end));
-    o.push(',');
-    key(&mut o, "server_name");
-    string(&mut o, &r.server_name);
-    let _ = write!(o, ",\"server_port\":{},", r.server_port);
-    key(&mut o, "start_ts");
-    string(&mut o, &rfc3339(r.start));
-    o.push_str("}}}");
-    o
+pub fn tcp_event(r: &TcpRecord<'_>) -> String {
+    let mut o = Vec::with_capacity(384);
+    EventWriter::default().tcp(&mut o, r, SystemTime::now());
+    String::from_utf8_lossy(&o).into_owned()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::observe::config::CaptureMode;
     use serde_json::json;
     use std::time::Duration;
 
-    fn record() -> HttpRecord {
-        HttpRecord {
-            endpoint: "http://app.example.com".into(),
-            scheme: "http",
-            proto: "HTTP/1.1",
-            client: "127.0.0.1:5000".parse().unwrap(),
-            server_port: 80,
-            conn_start: SystemTime::UNIX_EPOCH,
-            start: SystemTime::UNIX_EPOCH,
-            duration: Duration::from_micros(1500),
-            status: 201,
-            req_head: b"POST /x?y=1 HTTP/1.1\r\nHost: app.example.com:8080\r\nUser-Agent: Curl/8\r\nX-A: 1\r\nX-A: 2\r\n\r\n".to_vec(),
-            res_head: b"HTTP/1.1 201 Created\r\ncontent-length: 2\r\n\r\n".to_vec(),
-            req_body_len: 3,
-            res_body_len: 2,
-            error_code: None,
-            capture: CaptureMode::Off,
-            events: true,
-            req_body: vec![],
-            res_body: vec![],
-            req_body_truncated: false,
-            res_body_truncated: false,
-        }
+    fn record() -> HttpRecord<'static> {
+        crate::observe::record::tests::http()
     }
 
     #[test]
@@ -316,7 +504,7 @@ mod tests {
     #[test]
     fn strings_are_escaped_and_tcp_events_parse() {
         let mut r = record();
-        r.req_head = b"GET /a\"b\\c\x01 HTTP/1.1\r\nHost: x\r\nX-Q: \"q\"\r\n\r\n".to_vec();
+        r.req_head = b"GET /a\"b\\c\x01 HTTP/1.1\r\nHost: x\r\nX-Q: \"q\"\r\n\r\n";
         r.error_code = Some("ERR_NGROK_3004");
         let v: serde_json::Value = serde_json::from_str(&http_event(&r)).unwrap();
         assert_eq!(
@@ -331,7 +519,7 @@ mod tests {
         let t = TcpRecord {
             client: "[::1]:9".parse().unwrap(),
             server_port: 443,
-            server_name: "a.test".into(),
+            server_name: "a.test",
             start: SystemTime::UNIX_EPOCH,
             end: SystemTime::UNIX_EPOCH,
             bytes_in: 10,
@@ -346,5 +534,42 @@ mod tests {
         let id =
             |s: &str| serde_json::from_str::<serde_json::Value>(s).unwrap()["event_id"].clone();
         assert_ne!(id(&a), id(&b));
+    }
+
+    #[test]
+    fn escaping_matches_a_json_parser_for_every_byte_and_position() {
+        // Every byte value at every offset of a 20-byte string (the word
+        // scan and its tail), read back by serde_json.
+        for b in 0u8..0x80 {
+            for at in 0..20 {
+                let mut s = vec![b'a'; 20];
+                s[at] = b;
+                let mut out = Vec::new();
+                string(&mut out, &s);
+                let back: String = serde_json::from_slice(&out)
+                    .unwrap_or_else(|e| panic!("byte {b:#x} at {at}: {e}"));
+                assert_eq!(back.as_bytes(), &s[..]);
+            }
+        }
+        let mut out = Vec::new();
+        string(&mut out, "é\"ü".as_bytes());
+        assert_eq!(serde_json::from_slice::<String>(&out).unwrap(), "é\"ü");
+    }
+
+    #[test]
+    fn odd_heads_still_make_valid_json() {
+        let mut r = record();
+        // obs-text in a value, a bare LF line end, an IPv6 authority.
+        r.req_head = b"GET /p HTTP/1.1\r\nHost: [::1]:8080\r\nX-B: caf\xe9\nX-C: 1\r\n\r\n";
+        r.duration = Duration::from_micros(2000);
+        let v: serde_json::Value = serde_json::from_str(&http_event(&r)).unwrap();
+        let req = &v["object"]["http"]["request"];
+        assert_eq!(req["url"]["host"], "[::1]");
+        assert_eq!(req["headers"]["X-B"], json!(["caf\u{fffd}"]));
+        assert_eq!(req["headers"]["X-C"], json!(["1"]));
+        assert_eq!(v["object"]["http"]["duration_ms"], 2);
+        r.duration = Duration::from_micros(1033);
+        let v: serde_json::Value = serde_json::from_str(&http_event(&r)).unwrap();
+        assert_eq!(v["object"]["http"]["duration_ms"], 1.033);
     }
 }

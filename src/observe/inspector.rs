@@ -13,13 +13,14 @@ use serde_json::{json, Map, Value};
 
 use super::config::CaptureMode;
 use super::head::Head;
-use super::worker::HttpRecord;
+use super::record::HttpRecord;
 
-/// One captured exchange.
+/// One captured exchange: its heads and captured bodies in one block.
 #[derive(Debug)]
 pub struct Captured {
-    pub id: String,
-    pub endpoint: String,
+    /// The inspector's sequence number (the id is `req_` + 12 digits).
+    pub seq: u64,
+    pub endpoint: Arc<str>,
     pub scheme: &'static str,
     pub proto: &'static str,
     pub client: std::net::SocketAddr,
@@ -27,17 +28,89 @@ pub struct Captured {
     pub duration: Duration,
     pub mode: CaptureMode,
     pub status: u16,
-    pub req_head: Vec<u8>,
-    pub res_head: Vec<u8>,
     pub req_body_len: u64,
     pub res_body_len: u64,
-    pub req_body: Vec<u8>,
-    pub res_body: Vec<u8>,
     pub req_truncated: bool,
     pub res_truncated: bool,
-    pub error_code: Option<&'static str>,
+    pub error_code: Option<Box<str>>,
     /// Set when this exchange is itself a replay of another.
     pub replay_of: Option<String>,
+    /// Request head, response head, request body, response body.
+    blob: Box<[u8]>,
+    ends: [usize; 3],
+}
+
+/// `req_000000000042` → 42.
+fn seq_of(id: &str) -> Option<u64> {
+    id.strip_prefix("req_")?.parse().ok()
+}
+
+impl Captured {
+    /// A capture of `r` numbered `seq`, for `endpoint` (`r.endpoint`).
+    pub fn new(seq: u64, endpoint: Arc<str>, r: &HttpRecord<'_>) -> Captured {
+        let (req_body, res_body) = if r.capture == CaptureMode::Full {
+            (r.req_body, r.res_body)
+        } else {
+            (&b""[..], &b""[..])
+        };
+        let parts = [r.req_head, r.res_head, req_body, res_body];
+        let mut blob = Vec::with_capacity(parts.iter().map(|p| p.len()).sum());
+        let mut ends = [0; 3];
+        for (i, p) in parts.iter().enumerate() {
+            blob.extend_from_slice(p);
+            if i < 3 {
+                ends[i] = blob.len();
+            }
+        }
+        // Replays carry the header exactly as `replay` writes it; looking
+        // for those bytes avoids parsing every head.
+        static FINDER: std::sync::OnceLock<memchr::memmem::Finder<'static>> =
+            std::sync::OnceLock::new();
+        let finder = FINDER.get_or_init(|| memchr::memmem::Finder::new(REPLAY_HEADER.as_bytes()));
+        let replay_of = finder
+            .find(r.req_head)
+            .map(|_| Head::parse(r.req_head))
+            .and_then(|h| h.get(REPLAY_HEADER).map(str::to_owned));
+        Captured {
+            seq,
+            endpoint,
+            scheme: r.scheme,
+            proto: r.proto,
+            client: r.client,
+            start: r.start,
+            duration: r.duration,
+            mode: r.capture,
+            status: r.status,
+            req_body_len: r.req_body_len,
+            res_body_len: r.res_body_len,
+            req_truncated: r.req_body_truncated,
+            res_truncated: r.res_body_truncated,
+            error_code: r.error_code.map(Into::into),
+            replay_of,
+            blob: blob.into_boxed_slice(),
+            ends,
+        }
+    }
+
+    pub fn id(&self) -> String {
+        format!("req_{:012}", self.seq)
+    }
+
+    pub fn req_head(&self) -> &[u8] {
+        &self.blob[..self.ends[0]]
+    }
+
+    pub fn res_head(&self) -> &[u8] {
+        &self.blob[self.ends[0]..self.ends[1]]
+    }
+
+    pub fn req_body(&self) -> &[u8] {
+        &self.blob[self.ends[1]..self.ends[2]]
+    }
+
+    pub fn res_body(&self) -> &[u8] {
+        &self.blob[self.ends[2]..]
+    }
 }
 
 fn fields(head: &Head) -> Value {
@@ -57,8 +130,8 @@ impl Captured {
     /// The JSON the API serves (shaped like the agent's `/api/requests/http`
     /// entries). `bodies`: include the captured bodies (base64).
     pub fn to_json(&self, bodies: bool) -> Value {
-        let req = Head::parse(&self.req_head);
-        let res = Head::parse(&self.res_head);
+        let req = Head::parse(self.req_head());
+        let res = Head::parse(self.res_head());
         let b64 = base64::engine::general_purpose::STANDARD;
         let mut request = json!({
             "method": req.first,
@@ -74,14 +147,14 @@ impl Captured {
             "body_length": self.res_body_len,
         });
         if bodies && self.mode == CaptureMode::Full {
-            request["body"] = Value::String(b64.encode(&self.req_body));
+            request["body"] = Value::String(b64.encode(self.req_body()));
             request["body_truncated"] = Value::Bool(self.req_truncated);
-            response["body"] = Value::String(b64.encode(&self.res_body));
+            response["body"] = Value::String(b64.encode(self.res_body()));
             response["body_truncated"] = Value::Bool(self.res_truncated);
         }
         json!({
-            "id": self.id,
-            "endpoint": self.endpoint,
+            "id": self.id(),
+            "endpoint": &*self.endpoint,
             "uri": req.second,
             "remote_addr": self.client.ip().to_canonical().to_string(),
             "start": super::events::rfc3339(self.start),
@@ -95,10 +168,13 @@ impl Captured {
     }
 }
 
+/// One endpoint's captures, oldest first.
+type Ring = VecDeque<Arc<Captured>>;
+
 /// Rings by endpoint URL, and the live feed.
 pub struct Inspector {
     ring: usize,
-    rings: Mutex<HashMap<String, VecDeque<Arc<Captured>>>>,
+    rings: Mutex<HashMap<String, Ring>>,
     live: tokio::sync::broadcast::Sender<Arc<Captured>>,
     next: AtomicU64,
 }
@@ -106,6 +182,68 @@ pub struct Inspector {
 /// The request header a replay carries (passed to the upstream, which can
 /// tell a replay by it); its value is the original capture's id.
 pub const REPLAY_HEADER: &str = "ringress-replay-of";
+
+/// The drainer's side of the inspector: makes captures from records and
+/// stores them a batch at a time (one lock per batch, not per request).
+#[derive(Default)]
+pub struct Capturer {
+    /// The endpoint URLs seen, shared by their captures.
+    names: HashMap<String, Arc<str>>,
+    pending: Vec<Arc<Captured>>,
+}
+
+impl Capturer {
+    /// Captures `r` if its endpoint captures (kept until [`Self::store`]).
+    pub fn add(&mut self, ins: &Inspector, r: &HttpRecord<'_>) {
+        if r.capture == CaptureMode::Off || r.endpoint.is_empty() {
+            return;
+        }
+        if self.names.len() > 4096 && !self.names.contains_key(r.endpoint) {
+            self.names.clear();
+        }
+        let url = match self.names.get(r.endpoint) {
+            Some(u) => u.clone(),
+            None => {
+                let u: Arc<str> = r.endpoint.into();
+                self.names.insert(r.endpoint.to_owned(), u.clone());
+                u
+            }
+        };
+        let seq = ins.next.fetch_add(1, Ordering::Relaxed);
+        self.pending.push(Arc::new(Captured::new(seq, url, r)));
+    }
+
+    /// Puts the batch into the rings and the live feed.
+    pub fn store(&mut self, ins: &Inspector) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let live = ins.live.receiver_count() > 0;
+        let mut evicted = Vec::new();
+        {
+            let mut rings = ins.lock();
+            for c in &self.pending {
+                let ring = match rings.get_mut(&*c.endpoint) {
+                    Some(r) => r,
+                    None => rings.entry(c.endpoint.to_string()).or_default(),
+                };
+                if ring.len() >= ins.ring {
+                    if let Some(old) = ring.pop_front() {
+                        evicted.push(old);
+                    }
+                }
+                ring.push_back(c.clone());
+            }
+        }
+        // Freed outside the lock.
+        drop(evicted);
+        for c in self.pending.drain(..) {
+            if live {
+                let _ = ins.live.send(c);
+            }
+        }
+    }
+}
 
 impl Inspector {
     pub fn new(ring: usize) -> Self {
@@ -118,51 +256,14 @@ impl Inspector {
         }
     }
 
-    /// Keeps a record the worker captured.
-    pub fn add(&self, r: &mut HttpRecord) {
-        if r.capture == CaptureMode::Off || r.endpoint.is_empty() {
-            return;
-        }
-        let n = self.next.fetch_add(1, Ordering::Relaxed);
-        let id = format!("req_{n:012}");
-        // Replays carry the header exactly as `replay` writes it; looking
-        // for those bytes avoids parsing every head.
-        let replay_of = memchr::memmem::find(&r.req_head, REPLAY_HEADER.as_bytes())
-            .map(|_| Head::parse(&r.req_head))
-            .and_then(|h| h.get(REPLAY_HEADER).map(str::to_owned));
-        let c = Arc::new(Captured {
-            id,
-            endpoint: r.endpoint.clone(),
-            scheme: r.scheme,
-            proto: r.proto,
-            client: r.client,
-            start: r.start,
-            duration: r.duration,
-            mode: r.capture,
-            status: r.status,
-            req_head: std::mem::take(&mut r.req_head),
-            res_head: std::mem::take(&mut r.res_head),
-            req_body_len: r.req_body_len,
-            res_body_len: r.res_body_len,
-            req_body: std::mem::take(&mut r.req_body),
-            res_body: std::mem::take(&mut r.res_body),
-            req_truncated: r.req_body_truncated,
-            res_truncated: r.res_body_truncated,
-            error_code: r.error_code,
-            replay_of,
-        });
-        {
-            let mut rings = self.lock();
-            let ring = rings.entry(c.endpoint.clone()).or_default();
-            if ring.len() >= self.ring {
-                ring.pop_front();
-            }
-            ring.push_back(c.clone());
-        }
-        let _ = self.live.send(c);
+    /// Keeps one record (tests; the drainer batches with [`Capturer`]).
+    pub fn add(&self, r: &HttpRecord<'_>) {
+        let mut c = Capturer::default();
+        c.add(self, r);
+        c.store(self);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, VecDeque<Arc<Captured>>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Ring>> {
         self.rings.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -180,9 +281,10 @@ impl Inspector {
     }
 
     pub fn get(&self, endpoint: &str, id: &str) -> Option<Arc<Captured>> {
+        let seq = seq_of(id)?;
         self.lock()
             .get(endpoint)
-            .and_then(|r| r.iter().find(|c| c.id == id).cloned())
+            .and_then(|r| r.iter().find(|c| c.seq == seq).cloned())
     }
 
     /// Every capture from now on.
@@ -192,7 +294,7 @@ impl Inspector {
 
     /// Captures kept, over all endpoints.
     pub fn len(&self) -> usize {
-        self.lock().values().map(VecDeque::len).sum()
+        self.lock().values().map(|r| r.len()).sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -204,29 +306,16 @@ impl Inspector {
 mod tests {
     use super::*;
 
-    fn rec(i: u16) -> HttpRecord {
-        HttpRecord {
-            endpoint: "http://a.test".into(),
-            scheme: "http",
-            proto: "HTTP/1.1",
-            client: "127.0.0.1:1".parse().unwrap(),
-            server_port: 80,
-            conn_start: SystemTime::UNIX_EPOCH,
-            start: SystemTime::UNIX_EPOCH + Duration::from_secs(i.into()),
-            duration: Duration::from_millis(1),
-            status: 200 + i,
-            req_head: b"GET / HTTP/1.1\r\nHost: a.test\r\n\r\n".to_vec(),
-            res_head: b"HTTP/1.1 200 OK\r\n\r\n".to_vec(),
-            req_body_len: 0,
-            res_body_len: 0,
-            error_code: None,
-            capture: CaptureMode::Full,
-            events: false,
-            req_body: b"abc".to_vec(),
-            res_body: vec![],
-            req_body_truncated: false,
-            res_body_truncated: false,
-        }
+    fn rec(i: u16) -> HttpRecord<'static> {
+        let mut r = crate::observe::record::tests::http();
+        r.endpoint = "http://a.test";
+        r.start = SystemTime::UNIX_EPOCH + Duration::from_secs(i.into());
+        r.status = 200 + i;
+        r.req_head = b"GET / HTTP/1.1\r\nHost: a.test\r\n\r\n";
+        r.res_head = b"HTTP/1.1 200 OK\r\n\r\n";
+        r.capture = CaptureMode::Full;
+        r.req_body = b"abc";
+        r
     }
 
     #[test]
@@ -234,14 +323,14 @@ mod tests {
         let ins = Inspector::new(3);
         let mut live = ins.subscribe();
         for i in 0..5 {
-            ins.add(&mut rec(i));
+            ins.add(&rec(i));
         }
         let l = ins.list("http://a.test", 10);
         assert_eq!(l.len(), 3);
         assert_eq!(l[0].status, 204);
         assert_eq!(l[2].status, 202);
         assert_eq!(live.try_recv().unwrap().status, 200);
-        let one = ins.get("http://a.test", &l[1].id).unwrap();
+        let one = ins.get("http://a.test", &l[1].id()).unwrap();
         let v = one.to_json(true);
         assert_eq!(v["request"]["body"], "YWJj");
         assert_eq!(v["request"]["method"], "GET");

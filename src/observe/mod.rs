@@ -15,23 +15,28 @@ pub mod head;
 pub mod inspector;
 pub mod metrics;
 pub mod mount;
+pub mod queue;
+pub mod record;
 pub mod replay;
 pub mod server;
 pub mod sink;
+pub mod timestamp;
 pub mod worker;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, TryRecvError};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tracing::warn;
 
 pub use config::{CaptureMode, EndpointObserve, ObserveConfig};
 pub use worker::{ConnMeta, Exchange, ListenerKind, WorkerObs};
 
-use worker::{Flush, Record, WorkerStats};
+use queue::RecordConsumer;
+use record::Record;
+use worker::{Flush, WorkerStats};
 
 /// Where the edge listens, for replays.
 #[derive(Debug, Clone, Copy, Default)]
@@ -121,7 +126,7 @@ pub fn start(
     let mut obs = Vec::with_capacity(workers);
     for id in 0..workers {
         let queue = if queues {
-            let (tx, rx) = mpsc::sync_channel::<Record>(cfg.queue);
+            let (tx, rx) = queue::channel(queue_bytes(cfg));
             rxs.push(rx);
             Some(tx)
         } else {
@@ -138,15 +143,41 @@ pub fn start(
     Ok((hub, obs))
 }
 
+/// The bytes of a worker's record ring: `events_queue` KiB (a typical
+/// record with its heads is well under 1 KiB), and room for a few records
+/// with both bodies captured in full.
+fn queue_bytes(cfg: &ObserveConfig) -> usize {
+    cfg.queue
+        .saturating_mul(1024)
+        .max(4 * (2 * cfg.body_cap + 64 * 1024))
+}
+
+/// How long the drainer sleeps after a round with work (records wait in
+/// the rings meanwhile: a worker never wakes the drainer), and when idle.
+const DRAIN_EVERY: Duration = Duration::from_millis(20);
+const DRAIN_IDLE: Duration = Duration::from_millis(50);
+
+/// A batch every sink has finished with, emptied for reuse (the big
+/// buffers are recycled instead of allocated every round).
+fn reuse(sent: &mut std::collections::VecDeque<Arc<sink::Batch>>) -> Option<sink::Batch> {
+    let i = sent.iter().position(|b| Arc::strong_count(b) == 1)?;
+    let mut b = Arc::try_unwrap(sent.remove(i)?).ok()?;
+    b.bytes.clear();
+    b.lines = 0;
+    Some(b)
+}
+
 /// The drainer: published counters in, records out to the inspector and
-/// the sinks. Polls (1 ms after work, backing off to 20 ms when idle) so
-/// that workers never pay for a cross-thread wake-up.
-fn drain(hub: &Hub, flush: Receiver<Flush>, rxs: Vec<Receiver<Record>>, sinks: Vec<sink::Sink>) {
+/// the sinks, a batch per round.
+fn drain(hub: &Hub, flush: Receiver<Flush>, mut rxs: Vec<RecordConsumer>, sinks: Vec<sink::Sink>) {
     let mut idle_rounds = 0u32;
-    let mut open = vec![true; rxs.len()];
     let mut flush_open = true;
     let mut last_report = std::time::Instant::now();
     let mut reported = 0u64;
+    let mut writer = events::EventWriter::default();
+    let mut capturer = inspector::Capturer::default();
+    let mut batch = sink::Batch::default();
+    let mut sent = std::collections::VecDeque::new();
     loop {
         let mut work = 0usize;
         while flush_open {
@@ -162,32 +193,59 @@ fn drain(hub: &Hub, flush: Receiver<Flush>, rxs: Vec<Receiver<Record>>, sinks: V
                 Err(TryRecvError::Disconnected) => flush_open = false,
             }
         }
-        for (i, rx) in rxs.iter().enumerate() {
-            for _ in 0..4096 {
-                match rx.try_recv() {
-                    Ok(rec) => {
-                        work += 1;
-                        handle(hub, rec, &sinks);
+        let now = SystemTime::now();
+        for rx in &mut rxs {
+            work += rx.drain(usize::MAX, |frame| match record::decode(frame) {
+                Some(Record::Http(r)) => {
+                    if r.events && !sinks.is_empty() {
+                        writer.http(&mut batch.bytes, &r, now);
+                        batch.bytes.push(b'\n');
+                        batch.lines += 1;
                     }
-                    Err(TryRecvError::Empty) => break,
-                    Err(TryRecvError::Disconnected) => {
-                        open[i] = false;
-                        break;
+                    capturer.add(&hub.inspector, &r);
+                }
+                Some(Record::Tcp(r)) => {
+                    if !sinks.is_empty() {
+                        writer.tcp(&mut batch.bytes, &r, now);
+                        batch.bytes.push(b'\n');
+                        batch.lines += 1;
                     }
                 }
+                None => warn!("observe: an undecodable record was skipped"),
+            });
+        }
+        capturer.store(&hub.inspector);
+        if batch.lines > 0 {
+            hub.events_emitted
+                .fetch_add(batch.lines as u64, Ordering::Relaxed);
+            let next = reuse(&mut sent).unwrap_or_else(|| sink::Batch {
+                bytes: Vec::with_capacity(batch.bytes.capacity()),
+                lines: 0,
+            });
+            let full = Arc::new(std::mem::replace(&mut batch, next));
+            for s in &sinks {
+                s.offer(&full);
+            }
+            sent.push_back(full);
+            if sent.len() > 4 {
+                sent.pop_front();
             }
         }
-        if !flush_open && open.iter().all(|o| !o) {
+        if !flush_open && rxs.iter().all(RecordConsumer::finished) {
             return;
         }
         report_drops(hub, &mut last_report, &mut reported);
         if work > 0 {
             idle_rounds = 0;
+            std::thread::sleep(DRAIN_EVERY);
             continue;
         }
         idle_rounds = idle_rounds.saturating_add(1);
-        let ms = if idle_rounds < 50 { 1 } else { 20 };
-        std::thread::sleep(Duration::from_millis(ms));
+        std::thread::sleep(if idle_rounds < 50 {
+            DRAIN_EVERY
+        } else {
+            DRAIN_IDLE
+        });
     }
 }
 
@@ -218,34 +276,5 @@ fn report_drops(hub: &Hub, last: &mut std::time::Instant, reported: &mut u64) {
             total, "events dropped: a sink or the drainer cannot keep up (see ringress_events_dropped_total)"
         );
         *reported = total;
-    }
-}
-
-fn handle(hub: &Hub, rec: Record, sinks: &[sink::Sink]) {
-    match rec {
-        Record::Http(mut r) => {
-            if r.events && !sinks.is_empty() {
-                let line = events::http_event(&r);
-                hub.events_emitted.fetch_add(1, Ordering::Relaxed);
-                offer(sinks, line);
-            }
-            hub.inspector.add(&mut r);
-        }
-        Record::Tcp(r) => {
-            if !sinks.is_empty() {
-                hub.events_emitted.fetch_add(1, Ordering::Relaxed);
-                offer(sinks, events::tcp_event(&r));
-            }
-        }
-    }
-}
-
-/// Gives a line to every sink (the last one takes it without a copy).
-fn offer(sinks: &[sink::Sink], line: String) {
-    if let Some((last, rest)) = sinks.split_last() {
-        for s in rest {
-            s.offer(line.clone());
-        }
-        last.offer(line);
     }
 }

@@ -34,12 +34,12 @@ pub fn request_bytes(c: &Captured) -> Result<Vec<u8>, ReplayError> {
     let body_missing = c.req_body_len > 0
         && (c.mode != CaptureMode::Full
             || c.req_truncated
-            || c.req_body.len() as u64 != c.req_body_len);
+            || c.req_body().len() as u64 != c.req_body_len);
     if body_missing {
         return Err(ReplayError::BodyNotCaptured);
     }
-    let head = Head::parse(&c.req_head);
-    let mut out = Vec::with_capacity(c.req_head.len() + c.req_body.len() + 64);
+    let head = Head::parse(c.req_head());
+    let mut out = Vec::with_capacity(c.req_head().len() + c.req_body().len() + 64);
     out.extend_from_slice(format!("{} {} HTTP/1.1\r\n", head.first, head.second).as_bytes());
     for (n, v) in &head.fields {
         if n.eq_ignore_ascii_case("connection")
@@ -51,9 +51,9 @@ pub fn request_bytes(c: &Captured) -> Result<Vec<u8>, ReplayError> {
         out.extend_from_slice(format!("{n}: {v}\r\n").as_bytes());
     }
     out.extend_from_slice(
-        format!("{REPLAY_HEADER}: {}\r\nconnection: close\r\n\r\n", c.id).as_bytes(),
+        format!("{REPLAY_HEADER}: {}\r\nconnection: close\r\n\r\n", c.id()).as_bytes(),
     );
-    out.extend_from_slice(&c.req_body);
+    out.extend_from_slice(c.req_body());
     Ok(out)
 }
 
@@ -69,7 +69,7 @@ pub async fn replay(
         let raw = match c.scheme {
             "https" => {
                 let addr = https.ok_or(ReplayError::NoListener("https"))?;
-                let host = Head::parse(&c.req_head)
+                let host = Head::parse(c.req_head())
                     .get("host")
                     .map(|h| h.rsplit_once(':').map_or(h, |(a, _)| a).to_owned())
                     .unwrap_or_default();
@@ -184,30 +184,15 @@ impl rustls::client::danger::ServerCertVerifier for OwnListener {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::SystemTime;
 
-    fn captured(mode: CaptureMode, body: &[u8], len: u64) -> Captured {
-        Captured {
-            id: "req_1".into(),
-            endpoint: "http://a.test".into(),
-            scheme: "http",
-            proto: "HTTP/1.1",
-            client: "127.0.0.1:1".parse().unwrap(),
-            start: SystemTime::UNIX_EPOCH,
-            duration: Duration::ZERO,
-            mode,
-            status: 200,
-            req_head: b"POST /p HTTP/1.1\r\nHost: a.test\r\nConnection: keep-alive\r\nContent-Length: 3\r\n\r\n".to_vec(),
-            res_head: vec![],
-            req_body_len: len,
-            res_body_len: 0,
-            req_body: body.to_vec(),
-            res_body: vec![],
-            req_truncated: false,
-            res_truncated: false,
-            error_code: None,
-            replay_of: None,
-        }
+    fn captured(mode: CaptureMode, body: &'static [u8], len: u64) -> Captured {
+        let mut r = crate::observe::record::tests::http();
+        r.endpoint = "http://a.test";
+        r.req_head = b"POST /p HTTP/1.1\r\nHost: a.test\r\nConnection: keep-alive\r\nContent-Length: 3\r\n\r\n";
+        r.capture = mode;
+        r.req_body = body;
+        r.req_body_len = len;
+        Captured::new(1, "http://a.test".into(), &r)
     }
 
     #[test]
@@ -216,7 +201,7 @@ mod tests {
         let s = String::from_utf8(b).unwrap();
         assert!(s.starts_with("POST /p HTTP/1.1\r\nHost: a.test\r\n"));
         assert!(!s.contains("keep-alive"));
-        assert!(s.ends_with("ringress-replay-of: req_1\r\nconnection: close\r\n\r\nabc"));
+        assert!(s.ends_with("ringress-replay-of: req_000000000001\r\nconnection: close\r\n\r\nabc"));
         assert!(matches!(
             request_bytes(&captured(CaptureMode::Metadata, b"", 3)),
             Err(ReplayError::BodyNotCaptured)

@@ -6,8 +6,8 @@
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,22 +15,47 @@ use tracing::warn;
 
 use super::config::SinkConfig;
 
+/// Event lines the drainer wrote in one round, each ending in `\n`;
+/// shared by every sink without a copy.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub bytes: Vec<u8>,
+    pub lines: usize,
+}
+
+impl Batch {
+    /// The lines, without their newlines.
+    pub fn lines(&self) -> impl Iterator<Item = &[u8]> {
+        self.bytes.split(|b| *b == b'\n').take(self.lines)
+    }
+}
+
 /// A running sink, as the drainer sees it.
 pub struct Sink {
     pub name: String,
-    tx: SyncSender<String>,
+    tx: Sender<Arc<Batch>>,
+    /// Lines queued and not yet written; at most `queue` (a batch is
+    /// always taken when nothing waits).
+    waiting: Arc<AtomicUsize>,
+    queue: usize,
     pub dropped: Arc<AtomicU64>,
     pub written: Arc<AtomicU64>,
 }
 
 impl Sink {
-    /// Queues one event line; counts it as dropped when the queue is full.
-    pub fn offer(&self, line: String) {
-        match self.tx.try_send(line) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
-            }
+    /// Queues a batch; counts its lines as dropped when the sink's queue
+    /// is full.
+    pub fn offer(&self, batch: &Arc<Batch>) {
+        let n = batch.lines;
+        let waiting = self.waiting.load(Ordering::Acquire);
+        if waiting > 0 && waiting + n > self.queue {
+            self.dropped.fetch_add(n as u64, Ordering::Relaxed);
+            return;
+        }
+        self.waiting.fetch_add(n, Ordering::AcqRel);
+        if self.tx.send(batch.clone()).is_err() {
+            self.waiting.fetch_sub(n, Ordering::AcqRel);
+            self.dropped.fetch_add(n as u64, Ordering::Relaxed);
         }
     }
 }
@@ -58,11 +83,13 @@ pub fn parse_http_url(url: &str) -> Option<(String, String)> {
 
 /// Starts one sink's thread; `queue` lines may wait for it.
 pub fn start(cfg: &SinkConfig, queue: usize) -> std::io::Result<Sink> {
-    let (tx, rx) = sync_channel::<String>(queue);
+    let (tx, rx) = channel::<Arc<Batch>>();
     let dropped = Arc::new(AtomicU64::new(0));
     let written = Arc::new(AtomicU64::new(0));
+    let waiting = Arc::new(AtomicUsize::new(0));
     let w = written.clone();
     let d = dropped.clone();
+    let q = waiting.clone();
     let name = match cfg {
         SinkConfig::File {
             path,
@@ -74,13 +101,15 @@ pub fn start(cfg: &SinkConfig, queue: usize) -> std::io::Result<Sink> {
                 .name("ringress-sink-file".into())
                 .spawn(move || loop {
                     match rx.recv_timeout(FILE_FLUSH_EVERY) {
-                        Ok(line) => {
-                            if let Err(e) = file.write_line(&line) {
+                        Ok(batch) => {
+                            let n = batch.lines as u64;
+                            if let Err(e) = file.write_batch(&batch) {
                                 warn!(path = %file.path.display(), error = %e, "event file sink: write failed");
-                                d.fetch_add(1, Ordering::Relaxed);
+                                d.fetch_add(n, Ordering::Relaxed);
                             } else {
-                                w.fetch_add(1, Ordering::Relaxed);
+                                w.fetch_add(n, Ordering::Relaxed);
                             }
+                            q.fetch_sub(batch.lines, Ordering::AcqRel);
                         }
                         Err(RecvTimeoutError::Timeout) => {
                             let _ = file.flush();
@@ -98,11 +127,14 @@ pub fn start(cfg: &SinkConfig, queue: usize) -> std::io::Result<Sink> {
                 .name("ringress-sink-stdout".into())
                 .spawn(move || {
                     let out = std::io::stdout();
-                    for line in rx {
+                    for batch in rx {
                         let mut o = out.lock();
-                        if writeln!(o, "{line}").is_ok() {
-                            w.fetch_add(1, Ordering::Relaxed);
+                        if o.write_all(&batch.bytes).and_then(|()| o.flush()).is_ok() {
+                            w.fetch_add(batch.lines as u64, Ordering::Relaxed);
+                        } else {
+                            d.fetch_add(batch.lines as u64, Ordering::Relaxed);
                         }
+                        q.fetch_sub(batch.lines, Ordering::AcqRel);
                     }
                 })?;
             "stdout".to_owned()
@@ -117,60 +149,91 @@ pub fn start(cfg: &SinkConfig, queue: usize) -> std::io::Result<Sink> {
             })?;
             let batch = *batch;
             let every = Duration::from_millis(*flush_ms);
+            let counters = Counters {
+                written: w,
+                dropped: d,
+                waiting: q,
+            };
             std::thread::Builder::new()
                 .name("ringress-sink-http".into())
-                .spawn(move || http_loop(rx, &authority, &path, batch, every, &w, &d))?;
+                .spawn(move || http_loop(rx, &authority, &path, batch, every, &counters))?;
             url.clone()
         }
     };
     Ok(Sink {
         name,
         tx,
+        waiting,
+        queue,
         dropped,
         written,
     })
 }
 
+/// A sink thread's counters.
+struct Counters {
+    written: Arc<AtomicU64>,
+    dropped: Arc<AtomicU64>,
+    waiting: Arc<AtomicUsize>,
+}
+
 /// Collects lines and POSTs them as a JSON array when `batch` are ready
 /// or `every` has passed since the first one.
 fn http_loop(
-    rx: Receiver<String>,
+    rx: Receiver<Arc<Batch>>,
     authority: &str,
     path: &str,
     batch: usize,
     every: Duration,
-    written: &AtomicU64,
-    dropped: &AtomicU64,
+    c: &Counters,
 ) {
-    let mut pending: Vec<String> = Vec::with_capacity(batch);
+    let mut body: Vec<u8> = Vec::with_capacity(64 * 1024);
+    let mut pending = 0usize;
     let mut first: Option<Instant> = None;
     let mut conn: Option<TcpStream> = None;
+    let send = |body: &mut Vec<u8>, pending: &mut usize, conn: &mut Option<TcpStream>| {
+        if *pending == 0 {
+            return;
+        }
+        body.push(b']');
+        let n = *pending as u64;
+        match post(conn, authority, path, body) {
+            Ok(()) => c.written.fetch_add(n, Ordering::Relaxed),
+            Err(e) => {
+                warn!(sink = authority, error = %e, events = n, "event HTTP sink: POST failed; batch dropped");
+                *conn = None;
+                c.dropped.fetch_add(n, Ordering::Relaxed)
+            }
+        };
+        c.waiting.fetch_sub(*pending, Ordering::AcqRel);
+        body.clear();
+        *pending = 0;
+    };
     loop {
         let wait = match first {
             Some(t) => every.saturating_sub(t.elapsed()),
             None => Duration::from_secs(3600),
         };
         let disconnected = match rx.recv_timeout(wait) {
-            Ok(line) => {
-                first.get_or_insert_with(Instant::now);
-                pending.push(line);
+            Ok(b) => {
+                for line in b.lines() {
+                    first.get_or_insert_with(Instant::now);
+                    body.push(if pending == 0 { b'[' } else { b',' });
+                    body.extend_from_slice(line);
+                    pending += 1;
+                    if pending >= batch {
+                        send(&mut body, &mut pending, &mut conn);
+                        first = None;
+                    }
+                }
                 false
             }
             Err(RecvTimeoutError::Timeout) => false,
             Err(RecvTimeoutError::Disconnected) => true,
         };
         let due = first.is_some_and(|t| t.elapsed() >= every);
-        if !pending.is_empty() && (pending.len() >= batch || due || disconnected) {
-            let n = pending.len() as u64;
-            match post(&mut conn, authority, path, &pending) {
-                Ok(()) => written.fetch_add(n, Ordering::Relaxed),
-                Err(e) => {
-                    warn!(sink = authority, error = %e, events = n, "event HTTP sink: POST failed; batch dropped");
-                    conn = None;
-                    dropped.fetch_add(n, Ordering::Relaxed)
-                }
-            };
-            pending.clear();
+        if pending > 0 && (due || disconnected) {
+            send(&mut body, &mut pending, &mut conn);
             first = None;
         }
         if disconnected {
@@ -179,23 +242,14 @@ fn http_loop(
     }
 }
 
-/// One POST on a kept-alive connection (reconnecting when needed); any
-/// 2xx is success.
+/// One POST of a JSON array `body` on a kept-alive connection
+/// (reconnecting when needed); any 2xx is success.
 fn post(
     conn: &mut Option<TcpStream>,
     authority: &str,
     path: &str,
-    lines: &[String],
+    body: &[u8],
 ) -> std::io::Result<()> {
-    let mut body = Vec::with_capacity(lines.iter().map(|l| l.len() + 1).sum::<usize>() + 2);
-    body.push(b'[');
-    for (i, l) in lines.iter().enumerate() {
-        if i > 0 {
-            body.push(b',');
-        }
-        body.extend_from_slice(l.as_bytes());
-    }
-    body.push(b']');
     if conn.is_none() {
         let addr = authority
             .to_socket_addrs()?
@@ -214,7 +268,7 @@ fn post(
         body.len()
     );
     s.write_all(head.as_bytes())?;
-    s.write_all(&body)?;
+    s.write_all(body)?;
     read_status(s)
 }
 
@@ -277,6 +331,7 @@ impl RotatingFile {
         })
     }
 
+    #[cfg(test)]
     fn write_line(&mut self, line: &str) -> std::io::Result<()> {
         let n = line.len() as u64 + 1;
         if self.size > 0 && self.size + n > self.max_bytes {
@@ -285,6 +340,26 @@ impl RotatingFile {
         self.file.write_all(line.as_bytes())?;
         self.file.write_all(b"\n")?;
         self.size += n;
+        Ok(())
+    }
+
+    /// Writes a batch of lines, rotating between lines where needed.
+    fn write_batch(&mut self, batch: &Batch) -> std::io::Result<()> {
+        let bytes = &batch.bytes;
+        if self.size + bytes.len() as u64 <= self.max_bytes {
+            self.file.write_all(bytes)?;
+            self.size += bytes.len() as u64;
+            return Ok(());
+        }
+        for line in batch.lines() {
+            let n = line.len() as u64 + 1;
+            if self.size > 0 && self.size + n > self.max_bytes {
+                self.rotate()?;
+            }
+            self.file.write_all(line)?;
+            self.file.write_all(b"\n")?;
+            self.size += n;
+        }
         Ok(())
     }
 

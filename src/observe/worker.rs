@@ -3,20 +3,23 @@
 //! another thread while the worker writes them), and the per-exchange
 //! record that becomes an event and an inspector capture.
 //!
-//! This module must never block, lock, serialise JSON or touch a shared
-//! atomic on the request path: a record goes into this worker's own
-//! bounded queue with `try_send` (full: dropped and counted), and with
-//! everything off each hook is one branch.
+//! This module must never block, lock, allocate per request, serialise
+//! JSON or touch a shared atomic on the request path: a record is encoded
+//! into a reused buffer and copied into this worker's own byte ring (no
+//! room: dropped and counted), and with everything off each hook is one
+//! branch.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::mpsc::{Sender, SyncSender, TrySendError};
+use std::sync::mpsc::Sender;
 use std::time::{Duration, Instant, SystemTime};
 
 use hdrhistogram::Histogram;
 
 use super::config::{CaptureMode, EndpointObserve, ObserveConfig};
+use super::queue::RecordProducer;
+use super::record::{self, HttpRecord, TcpRecord};
 use crate::route::Endpoint;
 
 /// How often a worker publishes its counters.
@@ -86,47 +89,6 @@ pub struct Flush {
     pub stats: Box<WorkerStats>,
 }
 
-/// One finished HTTP exchange, as the worker hands it over. Heads are
-/// copied raw; the drainer parses and serialises them.
-pub struct HttpRecord {
-    pub endpoint: String,
-    pub scheme: &'static str,
-    pub proto: &'static str,
-    pub client: SocketAddr,
-    pub server_port: u16,
-    pub conn_start: SystemTime,
-    pub start: SystemTime,
-    pub duration: Duration,
-    pub status: u16,
-    pub req_head: Vec<u8>,
-    pub res_head: Vec<u8>,
-    pub req_body_len: u64,
-    pub res_body_len: u64,
-    pub error_code: Option<&'static str>,
-    pub capture: CaptureMode,
-    pub events: bool,
-    pub req_body: Vec<u8>,
-    pub res_body: Vec<u8>,
-    pub req_body_truncated: bool,
-    pub res_body_truncated: bool,
-}
-
-/// A closed client connection.
-pub struct TcpRecord {
-    pub client: SocketAddr,
-    pub server_port: u16,
-    pub server_name: String,
-    pub start: SystemTime,
-    pub end: SystemTime,
-    pub bytes_in: u64,
-    pub bytes_out: u64,
-}
-
-pub enum Record {
-    Http(Box<HttpRecord>),
-    Tcp(Box<TcpRecord>),
-}
-
 /// What is switched on, resolved once at start.
 #[derive(Debug, Clone, Copy)]
 struct Flags {
@@ -145,10 +107,18 @@ pub struct WorkerObs {
     id: usize,
     flags: Flags,
     stats: RefCell<WorkerStats>,
-    dirty: std::cell::Cell<bool>,
-    queue: Option<SyncSender<Record>>,
+    dirty: Cell<bool>,
+    queue: Option<RefCell<RecordProducer>>,
+    /// A record being encoded (reused).
+    frame: RefCell<Vec<u8>>,
     flush: Option<Sender<Flush>>,
+    /// Wall clock at a monotonic instant, so that a request's wall start
+    /// costs no second clock read (refreshed every second).
+    anchor: Cell<(Instant, SystemTime)>,
 }
+
+/// How long the wall-clock anchor is used before it is read again.
+const ANCHOR_FOR: Duration = Duration::from_secs(1);
 
 impl WorkerObs {
     /// Everything off (tests, tools).
@@ -159,7 +129,7 @@ impl WorkerObs {
     pub(super) fn new(
         id: usize,
         cfg: &ObserveConfig,
-        queue: Option<SyncSender<Record>>,
+        queue: Option<RecordProducer>,
         flush: Option<Sender<Flush>>,
     ) -> Self {
         let events = cfg.events_possible() && queue.is_some();
@@ -180,9 +150,11 @@ impl WorkerObs {
                 body_cap: cfg.body_cap,
             },
             stats: RefCell::new(WorkerStats::default()),
-            dirty: std::cell::Cell::new(false),
-            queue,
+            dirty: Cell::new(false),
+            queue: queue.map(RefCell::new),
+            frame: RefCell::new(Vec::with_capacity(4096)),
             flush,
+            anchor: Cell::new((Instant::now(), SystemTime::now())),
         }
     }
 
@@ -190,6 +162,19 @@ impl WorkerObs {
     #[inline]
     pub fn enabled(&self) -> bool {
         self.flags.metrics || self.flags.any
+    }
+
+    /// The wall-clock time of `at` (a recent instant).
+    fn wall(&self, at: Instant) -> SystemTime {
+        let (i, w) = self.anchor.get();
+        match at.checked_duration_since(i) {
+            Some(d) if d < ANCHOR_FOR => w + d,
+            _ => {
+                let now = SystemTime::now();
+                self.anchor.set((Instant::now(), now));
+                now
+            }
+        }
     }
 
     fn resolve(&self, o: &EndpointObserve) -> (CaptureMode, bool) {
@@ -238,7 +223,11 @@ impl WorkerObs {
         conn.bytes_out += head_out + ex.res_body_len;
         if self.flags.metrics {
             let mut s = self.stats.borrow_mut();
-            let url = ex.endpoint.as_deref().unwrap_or("");
+            let url = if ex.has_endpoint {
+                ex.endpoint.as_str()
+            } else {
+                ""
+            };
             let e = match s.endpoints.get_mut(url) {
                 Some(e) => e,
                 None => s
@@ -266,7 +255,7 @@ impl WorkerObs {
             return;
         }
         let rec = HttpRecord {
-            endpoint: ex.endpoint.take().unwrap_or_default(),
+            endpoint: if ex.has_endpoint { &ex.endpoint } else { "" },
             scheme: conn.scheme,
             proto: conn.proto,
             client: conn.client,
@@ -275,19 +264,22 @@ impl WorkerObs {
             start: ex.start_wall,
             duration: elapsed,
             status: ex.status,
-            req_head: std::mem::take(&mut ex.req_head),
-            res_head: std::mem::take(&mut ex.res_head),
+            req_head: &ex.req_head,
+            res_head: &ex.res_head,
             req_body_len: ex.req_body_len,
             res_body_len: ex.res_body_len,
             error_code: ex.error_code,
             capture: ex.capture,
             events: ex.events,
-            req_body: std::mem::take(&mut ex.req_body),
-            res_body: std::mem::take(&mut ex.res_body),
+            req_body: &ex.req_body,
+            res_body: &ex.res_body,
             req_body_truncated: ex.req_truncated,
             res_body_truncated: ex.res_truncated,
         };
-        self.push(Record::Http(Box::new(rec)));
+        let mut frame = self.frame.borrow_mut();
+        frame.clear();
+        record::encode_http(&mut frame, &rec);
+        self.push(&frame);
     }
 
     /// A client connection ended (HTTP/1.1; emits `tcp_connection_closed.v0`).
@@ -298,25 +290,28 @@ impl WorkerObs {
         let rec = TcpRecord {
             client: conn.client,
             server_port: conn.server_port,
-            server_name: conn.server_name.clone(),
+            server_name: &conn.server_name,
             start: conn.start,
             end: SystemTime::now(),
             bytes_in: conn.bytes_in,
             bytes_out: conn.bytes_out,
         };
-        self.push(Record::Tcp(Box::new(rec)));
+        let mut frame = self.frame.borrow_mut();
+        frame.clear();
+        record::encode_tcp(&mut frame, &rec);
+        self.push(&frame);
     }
 
-    fn push(&self, rec: Record) {
+    fn push(&self, frame: &[u8]) {
         let Some(q) = &self.queue else {
             return;
         };
+        let ok = q.borrow_mut().push(frame);
         let mut s = self.stats.borrow_mut();
-        match q.try_send(rec) {
-            Ok(()) => s.events_queued += 1,
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                s.events_dropped += 1
-            }
+        if ok {
+            s.events_queued += 1;
+        } else {
+            s.events_dropped += 1;
         }
         self.dirty.set(true);
     }
@@ -396,7 +391,9 @@ pub struct Exchange {
     active: bool,
     start: Instant,
     start_wall: SystemTime,
-    endpoint: Option<String>,
+    /// The endpoint's URL (a reused buffer), when `has_endpoint`.
+    endpoint: String,
+    has_endpoint: bool,
     capture: CaptureMode,
     events: bool,
     status: u16,
@@ -422,7 +419,8 @@ impl Exchange {
             active: false,
             start: Instant::now(),
             start_wall: SystemTime::UNIX_EPOCH,
-            endpoint: None,
+            endpoint: String::new(),
+            has_endpoint: false,
             capture: CaptureMode::Off,
             events: false,
             status: 0,
@@ -452,7 +450,7 @@ impl Exchange {
         self.active = true;
         self.start = Instant::now();
         conn.observed = true;
-        self.endpoint = None;
+        self.has_endpoint = false;
         self.capture = CaptureMode::Off;
         self.events = obs.flags.events;
         self.status = 0;
@@ -470,7 +468,7 @@ impl Exchange {
         self.req_body.clear();
         self.res_body.clear();
         if self.keep_heads {
-            self.start_wall = SystemTime::now();
+            self.start_wall = obs.wall(self.start);
             self.req_head.extend_from_slice(head);
         }
     }
@@ -485,7 +483,9 @@ impl Exchange {
         self.capture = capture;
         self.events = events;
         self.server_port = port;
-        self.endpoint = Some(endpoint.url.clone());
+        self.endpoint.clear();
+        self.endpoint.push_str(&endpoint.url);
+        self.has_endpoint = true;
     }
 
     /// The final response head as sent to the client.
