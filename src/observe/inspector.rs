@@ -201,13 +201,17 @@ impl Capturer {
         if self.names.len() > 4096 && !self.names.contains_key(r.endpoint) {
             self.names.clear();
         }
-        let url = match self.names.get(r.endpoint) {
-            Some(u) => u.clone(),
-            None => {
-                let u: Arc<str> = r.endpoint.into();
-                self.names.insert(r.endpoint.to_owned(), u.clone());
-                u
-            }
+        // Consecutive records are mostly for the same endpoint.
+        let url = match self.pending.last() {
+            Some(c) if *c.endpoint == *r.endpoint => c.endpoint.clone(),
+            _ => match self.names.get(r.endpoint) {
+                Some(u) => u.clone(),
+                None => {
+                    let u: Arc<str> = r.endpoint.into();
+                    self.names.insert(r.endpoint.to_owned(), u.clone());
+                    u
+                }
+            },
         };
         let seq = ins.next.fetch_add(1, Ordering::Relaxed);
         self.pending.push(Arc::new(Captured::new(seq, url, r)));
@@ -222,17 +226,24 @@ impl Capturer {
         let mut evicted = Vec::new();
         {
             let mut rings = ins.lock();
-            for c in &self.pending {
-                let ring = match rings.get_mut(&*c.endpoint) {
+            // One ring lookup per run of captures for the same endpoint.
+            for run in self
+                .pending
+                .chunk_by(|a, b| Arc::ptr_eq(&a.endpoint, &b.endpoint))
+            {
+                let url = &run[0].endpoint;
+                let ring = match rings.get_mut(&**url) {
                     Some(r) => r,
-                    None => rings.entry(c.endpoint.to_string()).or_default(),
+                    None => rings.entry(url.to_string()).or_default(),
                 };
-                if ring.len() >= ins.ring {
-                    if let Some(old) = ring.pop_front() {
-                        evicted.push(old);
+                for c in run {
+                    if ring.len() >= ins.ring {
+                        if let Some(old) = ring.pop_front() {
+                            evicted.push(old);
+                        }
                     }
+                    ring.push_back(c.clone());
                 }
-                ring.push_back(c.clone());
             }
         }
         // Freed outside the lock.
@@ -335,5 +346,31 @@ mod tests {
         assert_eq!(v["request"]["body"], "YWJj");
         assert_eq!(v["request"]["method"], "GET");
         assert!(ins.list("http://other", 10).is_empty());
+    }
+
+    #[test]
+    fn a_batch_for_several_endpoints_lands_in_each_ring() {
+        let ins = Inspector::new(2);
+        let mut cap = Capturer::default();
+        let eps = [
+            "http://a.test",
+            "http://a.test",
+            "http://b.test",
+            "http://a.test",
+        ];
+        for (i, ep) in eps.iter().enumerate() {
+            let mut r = rec(i as u16);
+            r.endpoint = ep;
+            cap.add(&ins, &r);
+        }
+        let mut off = rec(9);
+        off.capture = CaptureMode::Off;
+        cap.add(&ins, &off);
+        cap.store(&ins);
+        let a = ins.list("http://a.test", 10);
+        assert_eq!(a.iter().map(|c| c.status).collect::<Vec<_>>(), [203, 201]);
+        assert_eq!(ins.list("http://b.test", 10)[0].status, 202);
+        assert_eq!(ins.len(), 3);
+        assert!(ins.get("http://a.test", "req_x").is_none());
     }
 }
