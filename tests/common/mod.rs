@@ -50,7 +50,31 @@ pub type Trailers = (Fields, Vec<u8>);
 pub const APP_HOST: &str = "app.example.com";
 
 /// A port that was free a moment ago on 127.0.0.1.
+///
+/// Picked at random below the kernel's ephemeral range
+/// (`ip_local_port_range`), not with `bind(:0)`: a port from the ephemeral
+/// range can be taken by any test's outgoing connection before the edge
+/// binds it (seen as "Address already in use" under a loaded suite).
 pub fn free_port() -> u16 {
+    use std::hash::{BuildHasher, Hasher};
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(0);
+    if low > 12_000 {
+        let span = 10_000u32;
+        let base = low - span - 1_000;
+        for _ in 0..200 {
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u64(NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+            h.write_u32(std::process::id());
+            let port = (base + (h.finish() % u64::from(span)) as u32) as u16;
+            if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return port;
+            }
+        }
+    }
     let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
     l.local_addr().expect("local_addr").port()
 }
