@@ -153,6 +153,72 @@ fn connections_closed_events_count_bytes() {
 }
 
 #[test]
+fn sinks_get_the_event_types_and_fields_their_sources_list() {
+    // Three sinks: everything; ten access-log fields of HTTP events only;
+    // TCP events only. Each file holds what its sink asked for.
+    let up = Upstream::start(Behaviour::fixed(
+        "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Up: 1\r\n\r\nok",
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let [all, access, tcp] =
+        ["all", "access", "tcp"].map(|n| dir.path().join(format!("{n}.jsonl")));
+    let edge = Edge::start(&format!(
+        "[[endpoints]]\nurl = \"http://{APP_HOST}\"\nupstream = \"{}\"\n\n[observe]\n\
+         [[observe.sinks]]\ntype = \"file\"\npath = {:?}\n\
+         [[observe.sinks]]\ntype = \"file\"\npath = {:?}\n\
+         [[observe.sinks.sources]]\ntype = \"http_request_complete.v0\"\n\
+         fields = [\"conn.client_ip\", \"http.request.method\", \"http.request.url.path\", \"http.response.status_code\", \"http.duration_ms\", \"tls.version\"]\n\
+         [[observe.sinks]]\ntype = \"file\"\npath = {:?}\n\
+         [[observe.sinks.sources]]\ntype = \"tcp_connection_closed.v0\"\n",
+        up.url(),
+        all.display().to_string(),
+        access.display().to_string(),
+        tcp.display().to_string(),
+    ));
+    {
+        let mut c = Client::connect(edge.addr());
+        for _ in 0..5 {
+            assert_eq!(c.get(APP_HOST, "/p?q=1").status, 200);
+        }
+    }
+    let done = wait_until(Duration::from_secs(10), || {
+        of_type(&read_events(&all), "tcp_connection_closed.v0").len() == 1
+            && read_events(&access).len() == 5
+            && read_events(&tcp).len() == 1
+    });
+    assert!(done, "events did not arrive");
+    let full = read_events(&all);
+    assert_eq!(of_type(&full, "http_request_complete.v0").len(), 5);
+    let f = &of_type(&full, "http_request_complete.v0")[0]["object"];
+    assert_eq!(
+        f["http"]["response"]["headers"]["X-Up"],
+        serde_json::json!(["1"])
+    );
+    let picked = read_events(&access);
+    for e in &picked {
+        assert_eq!(e["event_type"], "http_request_complete.v0");
+        assert!(e["event_id"].as_str().unwrap().starts_with("ev_"));
+        let o = e["object"].as_object().unwrap();
+        let mut keys: Vec<_> = o.keys().cloned().collect();
+        keys.sort();
+        assert_eq!(keys, ["conn", "http"], "{e}");
+        assert_eq!(o["conn"], serde_json::json!({"client_ip": "127.0.0.1"}));
+        let h = o["http"].as_object().unwrap();
+        let mut hk: Vec<_> = h.keys().cloned().collect();
+        hk.sort();
+        assert_eq!(hk, ["duration_ms", "request", "response"], "{e}");
+        assert_eq!(
+            h["request"],
+            serde_json::json!({"method": "get", "url": {"path": "/p"}})
+        );
+        assert_eq!(h["response"], serde_json::json!({"status_code": 200}));
+    }
+    let t = read_events(&tcp);
+    assert_eq!(t[0]["event_type"], "tcp_connection_closed.v0");
+    assert_eq!(t[0]["object"]["conn"]["server_name"], APP_HOST);
+}
+
+#[test]
 fn a_sink_that_never_reads_drops_events_and_requests_still_succeed() {
     // Accepts the sink's connection and never reads it: its POSTs block once
     // the socket buffers are full.

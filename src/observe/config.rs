@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+use super::fields::Selection;
 use crate::config::ConfigError;
 
 /// What the inspector keeps of an endpoint's exchanges.
@@ -48,6 +49,14 @@ pub enum SinkConfig {
     Stdout,
 }
 
+/// A sink and what it gets (`sources`, like an ngrok event
+/// subscription's: per event type, the fields; without them, everything).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SinkSpec {
+    pub to: SinkConfig,
+    pub select: Selection,
+}
+
 /// `[observe]`, validated. Fixed at start (a reload keeps the running
 /// one); the per-endpoint overrides reload with the endpoints.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,7 +71,7 @@ pub struct ObserveConfig {
     pub ring: usize,
     /// Endpoints without `events` emit events when sinks exist.
     pub events: bool,
-    pub sinks: Vec<SinkConfig>,
+    pub sinks: Vec<SinkSpec>,
     /// Events each worker may have waiting for the drainer (then they
     /// are dropped and counted).
     pub queue: usize,
@@ -135,13 +144,38 @@ enum FileSink {
         path: PathBuf,
         max_bytes: Option<u64>,
         keep: Option<usize>,
+        sources: Option<Vec<FileSource>>,
     },
     Http {
         url: String,
         batch: Option<usize>,
         flush_ms: Option<u64>,
+        sources: Option<Vec<FileSource>>,
     },
-    Stdout,
+    Stdout {
+        sources: Option<Vec<FileSource>>,
+    },
+}
+
+/// `[[observe.sinks.sources]]`: an event type and, optionally, its fields.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSource {
+    #[serde(rename = "type")]
+    kind: String,
+    fields: Option<Vec<String>>,
+}
+
+fn selection(sources: Option<Vec<FileSource>>) -> Result<Selection, ConfigError> {
+    let Some(sources) = sources else {
+        return Ok(Selection::all());
+    };
+    let mut sel = Selection::none();
+    for s in &sources {
+        sel.add(&s.kind, s.fields.as_deref())
+            .map_err(|e| field("observe.sinks.sources", e.to_string()))?;
+    }
+    Ok(sel)
 }
 
 fn field(name: &str, reason: impl Into<String>) -> ConfigError {
@@ -164,11 +198,12 @@ pub fn validate(file: Option<FileObserve>) -> Result<ObserveConfig, ConfigError>
     };
     let mut sinks = Vec::with_capacity(f.sinks.len());
     for s in f.sinks {
-        sinks.push(match s {
+        let (to, sources) = match s {
             FileSink::File {
                 path,
                 max_bytes,
                 keep,
+                sources,
             } => {
                 if path.as_os_str().is_empty() {
                     return Err(field("observe.sinks.path", "cannot be empty"));
@@ -177,16 +212,20 @@ pub fn validate(file: Option<FileObserve>) -> Result<ObserveConfig, ConfigError>
                 if max_bytes < 4096 {
                     return Err(field("observe.sinks.max_bytes", "at least 4096"));
                 }
-                SinkConfig::File {
-                    path,
-                    max_bytes,
-                    keep: keep.unwrap_or(5),
-                }
+                (
+                    SinkConfig::File {
+                        path,
+                        max_bytes,
+                        keep: keep.unwrap_or(5),
+                    },
+                    sources,
+                )
             }
             FileSink::Http {
                 url,
                 batch,
                 flush_ms,
+                sources,
             } => {
                 if crate::observe::sink::parse_http_url(&url).is_none() {
                     return Err(field(
@@ -194,13 +233,20 @@ pub fn validate(file: Option<FileObserve>) -> Result<ObserveConfig, ConfigError>
                         format!("{url:?} is not an http://host:port/path URL (https is not supported yet)"),
                     ));
                 }
-                SinkConfig::Http {
-                    url,
-                    batch: nonzero("observe.sinks.batch", batch, 500)?,
-                    flush_ms: flush_ms.unwrap_or(1000).max(1),
-                }
+                (
+                    SinkConfig::Http {
+                        url,
+                        batch: nonzero("observe.sinks.batch", batch, 500)?,
+                        flush_ms: flush_ms.unwrap_or(1000).max(1),
+                    },
+                    sources,
+                )
             }
-            FileSink::Stdout => SinkConfig::Stdout,
+            FileSink::Stdout { sources } => (SinkConfig::Stdout, sources),
+        };
+        sinks.push(SinkSpec {
+            to,
+            select: selection(sources)?,
         });
     }
     let listen = match &f.listen {
@@ -279,7 +325,35 @@ type = "stdout"
         assert_eq!(c.inspect, CaptureMode::Full);
         assert_eq!(c.body_cap, 100);
         assert_eq!(c.sinks.len(), 3);
+        assert!(c.sinks.iter().all(|s| s.select == Selection::all()));
         assert!(c.events_on());
+    }
+
+    #[test]
+    fn sources_pick_types_and_fields() {
+        use crate::observe::fields::{HttpField, Pick};
+        let c = parse(
+            r#"
+[[sinks]]
+type = "file"
+path = "/tmp/x.jsonl"
+[[sinks.sources]]
+type = "http_request_complete.v0"
+fields = ["http.response.status_code", "conn.client_ip"]
+[[sinks]]
+type = "stdout"
+[[sinks.sources]]
+type = "tcp_connection_closed.v0"
+"#,
+        )
+        .unwrap();
+        assert_eq!(
+            c.sinks[0].select.http,
+            Pick::Some(vec![HttpField::ClientIp, HttpField::StatusCode])
+        );
+        assert_eq!(c.sinks[0].select.tcp, Pick::None);
+        assert_eq!(c.sinks[1].select.http, Pick::None);
+        assert_eq!(c.sinks[1].select.tcp, Pick::All);
     }
 
     #[test]
@@ -300,6 +374,22 @@ type = "stdout"
             ("listen = \"nowhere\"", "observe.listen"),
             ("listen = \"0.0.0.0:9100\"", "needs observe.api_keys"),
             ("api_keys = [\"short\"]", "16 characters"),
+            (
+                "[[sinks]]\ntype = \"stdout\"\n[[sinks.sources]]\ntype = \"http_request_complete.v1\"",
+                "unknown event type",
+            ),
+            (
+                "[[sinks]]\ntype = \"stdout\"\n[[sinks.sources]]\ntype = \"http_request_complete.v0\"\nfields = [\"http.request.colour\"]",
+                "no field \"http.request.colour\"",
+            ),
+            (
+                "[[sinks]]\ntype = \"stdout\"\n[[sinks.sources]]\ntype = \"tcp_connection_closed.v0\"\nfields = []",
+                "is empty",
+            ),
+            (
+                "[[sinks]]\ntype = \"stdout\"\n[[sinks.sources]]\ntype = \"tcp_connection_closed.v0\"\nfilter = \"true\"",
+                "unknown field",
+            ),
         ] {
             let e = parse(text).unwrap_err().to_string();
             assert!(e.contains(needle), "{text}: {e}");

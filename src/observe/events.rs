@@ -9,13 +9,13 @@ use std::io::Write as _;
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
+use super::fields::{HttpField, Op, Plan, Selection, TcpField, HTTP_FIELDS, TCP_FIELDS};
 use super::record::{HttpRecord, TcpRecord};
 use super::timestamp;
 
-pub const HTTP_REQUEST_COMPLETE: &str = "http_request_complete.v0";
-pub const TCP_CONNECTION_CLOSED: &str = "tcp_connection_closed.v0";
+pub use super::fields::{HTTP_REQUEST_COMPLETE, TCP_CONNECTION_CLOSED};
 
 pub use super::timestamp::rfc3339;
 
@@ -325,145 +325,214 @@ fn envelope_start(out: &mut Vec<u8>, clock: &mut timestamp::Cache, kind: &str, n
     key(out, "object");
 }
 
-impl EventWriter {
-    /// Appends one `http_request_complete.v0` event (no newline); `now` is
-    /// its `event_timestamp`.
-    pub fn http(&mut self, o: &mut Vec<u8>, r: &HttpRecord<'_>, now: SystemTime) {
-        let req_head = utf8(r.req_head);
-        let res_head = utf8(r.res_head);
-        let (rq, rs) = (&*req_head, &*res_head);
-        self.req.parse(rq);
-        self.res.parse(rs);
-        let target = &rq[self.req.second.clone()];
-        let (path, query) = match memchr::memchr(b'?', target) {
-            Some(i) => (&target[..i], &target[i + 1..]),
-            None => (target, &b""[..]),
-        };
-        let raw_host = self.req.get(rq, "host").unwrap_or_default();
-        let host = split_port(raw_host);
-        envelope_start(o, &mut self.clock, HTTP_REQUEST_COMPLETE, now);
-        o.extend_from_slice(b"{\"conn\":{");
-        key(o, "client_ip");
-        self.ips.write(o, r.client);
-        o.push(b',');
-        key(o, "server_name");
-        string(o, host);
-        o.extend_from_slice(b",\"server_port\":");
-        num(o, r.server_port);
-        o.push(b',');
-        key(o, "start_ts");
-        time(o, &mut self.clock, r.conn_start);
-        o.extend_from_slice(b"},\"http\":{\"request\":{\"body_length\":");
-        num(o, r.req_body_len);
-        o.push(b',');
-        key(o, "headers");
-        self.req.headers(o, rq, &mut self.scratch);
-        o.push(b',');
-        key(o, "method");
-        string_lower(o, &rq[self.req.first.clone()]);
-        o.extend_from_slice(b",\"url\":{");
-        key(o, "host");
-        string(o, host);
-        o.push(b',');
-        key(o, "path");
-        string(o, path);
-        o.push(b',');
-        key(o, "query");
-        string(o, query);
-        o.push(b',');
-        key(o, "raw");
-        o.push(b'"');
-        escaped(o, r.scheme.as_bytes());
-        o.extend_from_slice(b"://");
-        escaped(o, raw_host);
-        escaped(o, target);
-        o.push(b'"');
-        o.push(b',');
-        key(o, "scheme");
-        string(o, r.scheme.as_bytes());
-        o.extend_from_slice(b"},");
-        key(o, "user_agent");
-        string(o, self.req.get(rq, "user-agent").unwrap_or_default());
-        o.extend_from_slice(b"},\"response\":{\"body_length\":");
-        num(o, r.res_body_len);
-        o.push(b',');
-        key(o, "headers");
-        self.res.headers(o, rs, &mut self.scratch);
-        o.extend_from_slice(b",\"status_code\":");
-        num(o, r.status);
-        o.extend_from_slice(b"},");
-        // ringress additions (not in ngrok's schema):
-        key(o, "duration_ms");
-        let us = r.duration.as_micros().min(u128::from(u64::MAX)) as u64;
-        num(o, us / 1000);
-        let frac = us % 1000;
-        if frac != 0 {
-            let d = [
-                b'0' + (frac / 100) as u8,
-                b'0' + (frac / 10 % 10) as u8,
-                b'0' + (frac % 10) as u8,
-            ];
-            let mut n = 3;
-            while d[n - 1] == b'0' {
-                n -= 1;
-            }
-            o.push(b'.');
-            o.extend_from_slice(&d[..n]);
-        }
-        o.push(b',');
-        key(o, "start_ts");
-        time(o, &mut self.clock, r.start);
-        o.push(b',');
-        key(o, "proto");
-        string(o, r.proto.as_bytes());
-        o.extend_from_slice(b"},\"endpoint\":{");
-        key(o, "url");
-        string(o, r.endpoint.as_bytes());
-        o.extend_from_slice(b"},");
-        key(o, "ngrok_error_code");
-        match r.error_code {
-            Some(c) => string(o, c.as_bytes()),
-            None => o.extend_from_slice(b"null"),
-        }
-        o.extend_from_slice(b"}}");
-    }
+/// What an `http_request_complete.v0` event's values come from: the
+/// record and the parts of its heads the plan needs.
+struct HttpParts<'h> {
+    rq: &'h [u8],
+    rs: &'h [u8],
+    target: &'h [u8],
+    path: &'h [u8],
+    query: &'h [u8],
+    raw_host: &'h [u8],
+    host: &'h [u8],
+}
 
-    /// Appends one `tcp_connection_closed.v0` event (no newline).
-    pub fn tcp(&mut self, o: &mut Vec<u8>, r: &TcpRecord<'_>, now: SystemTime) {
-        envelope_start(o, &mut self.clock, TCP_CONNECTION_CLOSED, now);
-        o.extend_from_slice(b"{\"conn\":{\"bytes_in\":");
-        num(o, r.bytes_in);
-        o.extend_from_slice(b",\"bytes_out\":");
-        num(o, r.bytes_out);
-        o.push(b',');
-        key(o, "client_ip");
-        self.ips.write(o, r.client);
-        o.push(b',');
-        key(o, "end_ts");
-        time(o, &mut self.clock, r.end);
-        o.push(b',');
-        key(o, "server_name");
-        string(o, r.server_name.as_bytes());
-        o.extend_from_slice(b",\"server_port\":");
-        num(o, r.server_port);
-        o.push(b',');
-        key(o, "start_ts");
-        time(o, &mut self.clock, r.start);
-        o.extend_from_slice(b"}}}");
+/// `duration_ms` from microseconds: integer milliseconds and up to three
+/// decimals without trailing zeros.
+fn millis(o: &mut Vec<u8>, d: Duration) {
+    let us = d.as_micros().min(u128::from(u64::MAX)) as u64;
+    num(o, us / 1000);
+    let frac = us % 1000;
+    if frac != 0 {
+        let d = [
+            b'0' + (frac / 100) as u8,
+            b'0' + (frac / 10 % 10) as u8,
+            b'0' + (frac % 10) as u8,
+        ];
+        let mut n = 3;
+        while d[n - 1] == b'0' {
+            n -= 1;
+        }
+        o.push(b'.');
+        o.extend_from_slice(&d[..n]);
     }
 }
 
-/// One `http_request_complete.v0` event, as a JSON line (no newline).
+/// Which heads a plan reads (a plan without header or URL fields parses
+/// none).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Needs {
+    req: bool,
+    res: bool,
+}
+
+/// The compiled selections of one sink group.
+pub struct Plans {
+    pub http: Option<Plan<HttpField>>,
+    pub tcp: Option<Plan<TcpField>>,
+    needs: Needs,
+}
+
+impl Plans {
+    pub fn new(sel: &Selection) -> Plans {
+        let http = Plan::of(&sel.http, HTTP_FIELDS);
+        let needs = http.as_ref().map_or(Needs::default(), |p| {
+            use HttpField::*;
+            Needs {
+                req: p.values().any(|f| {
+                    matches!(
+                        f,
+                        ServerName
+                            | ReqHeaders
+                            | Method
+                            | UrlHost
+                            | UrlPath
+                            | UrlQuery
+                            | UrlRaw
+                            | UserAgent
+                    )
+                }),
+                res: p.has(ResHeaders),
+            }
+        });
+        Plans {
+            http,
+            tcp: Plan::of(&sel.tcp, TCP_FIELDS),
+            needs,
+        }
+    }
+
+    /// Every field of both types.
+    pub fn all() -> Plans {
+        Plans::new(&Selection::all())
+    }
+}
+
+impl EventWriter {
+    /// Appends one `http_request_complete.v0` event with the fields of
+    /// `plans.http` (nothing without it; no newline); `now` is its
+    /// `event_timestamp`.
+    pub fn http(&mut self, o: &mut Vec<u8>, r: &HttpRecord<'_>, now: SystemTime, plans: &Plans) {
+        let Some(plan) = &plans.http else {
+            return;
+        };
+        let req_head = if plans.needs.req {
+            utf8(r.req_head)
+        } else {
+            Cow::Borrowed(&b""[..])
+        };
+        let res_head = if plans.needs.res {
+            utf8(r.res_head)
+        } else {
+            Cow::Borrowed(&b""[..])
+        };
+        let (rq, rs) = (&*req_head, &*res_head);
+        let mut p = HttpParts {
+            rq,
+            rs,
+            target: b"",
+            path: b"",
+            query: b"",
+            raw_host: b"",
+            host: b"",
+        };
+        if plans.needs.req {
+            self.req.parse(rq);
+            p.target = &rq[self.req.second.clone()];
+            (p.path, p.query) = match memchr::memchr(b'?', p.target) {
+                Some(i) => (&p.target[..i], &p.target[i + 1..]),
+                None => (p.target, &b""[..]),
+            };
+            p.raw_host = self.req.get(rq, "host").unwrap_or_default();
+            p.host = split_port(p.raw_host);
+        }
+        if plans.needs.res {
+            self.res.parse(rs);
+        }
+        envelope_start(o, &mut self.clock, HTTP_REQUEST_COMPLETE, now);
+        for op in &plan.ops {
+            match *op {
+                Op::Text(a, b) => o.extend_from_slice(plan.text(a, b)),
+                Op::Value(f) => self.http_value(o, f, r, &p),
+            }
+        }
+        o.push(b'}');
+    }
+
+    fn http_value(&mut self, o: &mut Vec<u8>, f: HttpField, r: &HttpRecord<'_>, p: &HttpParts<'_>) {
+        use HttpField::*;
+        match f {
+            ClientIp => self.ips.write(o, r.client),
+            ServerName | UrlHost => string(o, p.host),
+            ServerPort => num(o, r.server_port),
+            ConnStartTs => time(o, &mut self.clock, r.conn_start),
+            ReqBodyLength => num(o, r.req_body_len),
+            ReqHeaders => self.req.headers(o, p.rq, &mut self.scratch),
+            Method => string_lower(o, &p.rq[self.req.first.clone()]),
+            UrlPath => string(o, p.path),
+            UrlQuery => string(o, p.query),
+            UrlRaw => {
+                o.push(b'"');
+                escaped(o, r.scheme.as_bytes());
+                o.extend_from_slice(b"://");
+                escaped(o, p.raw_host);
+                escaped(o, p.target);
+                o.push(b'"');
+            }
+            UrlScheme => string(o, r.scheme.as_bytes()),
+            UserAgent => string(o, self.req.get(p.rq, "user-agent").unwrap_or_default()),
+            ResBodyLength => num(o, r.res_body_len),
+            ResHeaders => self.res.headers(o, p.rs, &mut self.scratch),
+            StatusCode => num(o, r.status),
+            DurationMs => millis(o, r.duration),
+            StartTs => time(o, &mut self.clock, r.start),
+            Proto => string(o, r.proto.as_bytes()),
+            EndpointUrl => string(o, r.endpoint.as_bytes()),
+            NgrokErrorCode => match r.error_code {
+                Some(c) => string(o, c.as_bytes()),
+                None => o.extend_from_slice(b"null"),
+            },
+        }
+    }
+
+    /// Appends one `tcp_connection_closed.v0` event with the fields of
+    /// `plans.tcp` (nothing without it; no newline).
+    pub fn tcp(&mut self, o: &mut Vec<u8>, r: &TcpRecord<'_>, now: SystemTime, plans: &Plans) {
+        let Some(plan) = &plans.tcp else {
+            return;
+        };
+        envelope_start(o, &mut self.clock, TCP_CONNECTION_CLOSED, now);
+        for op in &plan.ops {
+            match *op {
+                Op::Text(a, b) => o.extend_from_slice(plan.text(a, b)),
+                Op::Value(f) => match f {
+                    TcpField::BytesIn => num(o, r.bytes_in),
+                    TcpField::BytesOut => num(o, r.bytes_out),
+                    TcpField::ClientIp => self.ips.write(o, r.client),
+                    TcpField::EndTs => time(o, &mut self.clock, r.end),
+                    TcpField::ServerName => string(o, r.server_name.as_bytes()),
+                    TcpField::ServerPort => num(o, r.server_port),
+                    TcpField::StartTs => time(o, &mut self.clock, r.start),
+                },
+            }
+        }
+        o.push(b'}');
+    }
+}
+
+/// One `http_request_complete.v0` event with every field, as a JSON line
+/// (no newline).
 pub fn http_event(r: &HttpRecord<'_>) -> String {
     let mut o = Vec::with_capacity(1024);
-    EventWriter::default().http(&mut o, r, SystemTime::now());
+    EventWriter::default().http(&mut o, r, SystemTime::now(), &Plans::all());
     String::from_utf8_lossy(&o).into_owned()
 }
 
-/// One `tcp_connection_closed.v0` event, as a JSON line (no newline).
+/// One `tcp_connection_closed.v0` event with every field, as a JSON line
+/// (no newline).
 pub fn tcp_event(r: &TcpRecord<'_>) -> String {
     let mut o = Vec::with_capacity(384);
-    EventWriter::default().tcp(&mut o, r, SystemTime::now());
+    EventWriter::default().tcp(&mut o, r, SystemTime::now(), &Plans::all());
     String::from_utf8_lossy(&o).into_owned()
 }
 
@@ -471,7 +540,6 @@ pub fn tcp_event(r: &TcpRecord<'_>) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
-    use std::time::Duration;
 
     fn record() -> HttpRecord<'static> {
         crate::observe::record::tests::http()
@@ -571,5 +639,44 @@ mod tests {
         r.duration = Duration::from_micros(1033);
         let v: serde_json::Value = serde_json::from_str(&http_event(&r)).unwrap();
         assert_eq!(v["object"]["http"]["duration_ms"], 1.033);
+    }
+
+    #[test]
+    fn a_selection_writes_only_its_fields() {
+        use crate::observe::fields::{Selection, HTTP_REQUEST_COMPLETE};
+        let mut sel = Selection::none();
+        let names: Vec<String> = [
+            "http.response.status_code",
+            "http.request.url.query",
+            "ngrok_error_code",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        sel.add(HTTP_REQUEST_COMPLETE, Some(&names)).unwrap();
+        let plans = Plans::new(&sel);
+        assert!(plans.tcp.is_none());
+        let mut o = Vec::new();
+        let mut w = EventWriter::default();
+        w.http(&mut o, &record(), SystemTime::UNIX_EPOCH, &plans);
+        let v: serde_json::Value = serde_json::from_slice(&o).unwrap();
+        assert_eq!(
+            v["object"],
+            json!({"http": {"request": {"url": {"query": "y=1"}}, "response": {"status_code": 201}}, "ngrok_error_code": null})
+        );
+        assert_eq!(v["event_timestamp"], "1970-01-01T00:00:00.000Z");
+        // No TCP plan: nothing written.
+        let before = o.len();
+        let t = TcpRecord {
+            client: "127.0.0.1:9".parse().unwrap(),
+            server_port: 80,
+            server_name: "a",
+            start: SystemTime::UNIX_EPOCH,
+            end: SystemTime::UNIX_EPOCH,
+            bytes_in: 1,
+            bytes_out: 2,
+        };
+        w.tcp(&mut o, &t, SystemTime::UNIX_EPOCH, &plans);
+        assert_eq!(o.len(), before);
     }
 }

@@ -36,7 +36,7 @@ pub struct Captured {
     /// Set when this exchange is itself a replay of another.
     pub replay_of: Option<String>,
     /// Request head, response head, request body, response body.
-    blob: Box<[u8]>,
+    blob: Vec<u8>,
     ends: [usize; 3],
 }
 
@@ -48,32 +48,9 @@ fn seq_of(id: &str) -> Option<u64> {
 impl Captured {
     /// A capture of `r` numbered `seq`, for `endpoint` (`r.endpoint`).
     pub fn new(seq: u64, endpoint: Arc<str>, r: &HttpRecord<'_>) -> Captured {
-        let (req_body, res_body) = if r.capture == CaptureMode::Full {
-            (r.req_body, r.res_body)
-        } else {
-            (&b""[..], &b""[..])
-        };
-        let parts = [r.req_head, r.res_head, req_body, res_body];
-        let mut blob = Vec::with_capacity(parts.iter().map(|p| p.len()).sum());
-        let mut ends = [0; 3];
-        for (i, p) in parts.iter().enumerate() {
-            blob.extend_from_slice(p);
-            if i < 3 {
-                ends[i] = blob.len();
-            }
-        }
-        // Replays carry the header exactly as `replay` writes it; looking
-        // for those bytes avoids parsing every head.
-        static FINDER: std::sync::OnceLock<memchr::memmem::Finder<'static>> =
-            std::sync::OnceLock::new();
-        let finder = FINDER.get_or_init(|| memchr::memmem::Finder::new(REPLAY_HEADER.as_bytes()));
-        let replay_of = finder
-            .find(r.req_head)
-            .map(|_| Head::parse(r.req_head))
-            .and_then(|h| h.get(REPLAY_HEADER).map(str::to_owned));
-        Captured {
+        let mut c = Captured {
             seq,
-            endpoint,
+            endpoint: endpoint.clone(),
             scheme: r.scheme,
             proto: r.proto,
             client: r.client,
@@ -81,15 +58,59 @@ impl Captured {
             duration: r.duration,
             mode: r.capture,
             status: r.status,
-            req_body_len: r.req_body_len,
-            res_body_len: r.res_body_len,
-            req_truncated: r.req_body_truncated,
-            res_truncated: r.res_body_truncated,
-            error_code: r.error_code.map(Into::into),
-            replay_of,
-            blob: blob.into_boxed_slice(),
-            ends,
+            req_body_len: 0,
+            res_body_len: 0,
+            req_truncated: false,
+            res_truncated: false,
+            error_code: None,
+            replay_of: None,
+            blob: Vec::new(),
+            ends: [0; 3],
+        };
+        c.fill(seq, endpoint, r);
+        c
+    }
+
+    /// Makes this capture one of `r` in place, reusing its buffer (the
+    /// drainer recycles the captures a ring evicts).
+    fn fill(&mut self, seq: u64, endpoint: Arc<str>, r: &HttpRecord<'_>) {
+        let (req_body, res_body) = if r.capture == CaptureMode::Full {
+            (r.req_body, r.res_body)
+        } else {
+            (&b""[..], &b""[..])
+        };
+        let parts = [r.req_head, r.res_head, req_body, res_body];
+        self.blob.clear();
+        self.blob.reserve(parts.iter().map(|p| p.len()).sum());
+        for (i, p) in parts.iter().enumerate() {
+            self.blob.extend_from_slice(p);
+            if i < 3 {
+                self.ends[i] = self.blob.len();
+            }
         }
+        // Replays carry the header exactly as `replay` writes it; looking
+        // for those bytes avoids parsing every head.
+        static FINDER: std::sync::OnceLock<memchr::memmem::Finder<'static>> =
+            std::sync::OnceLock::new();
+        let finder = FINDER.get_or_init(|| memchr::memmem::Finder::new(REPLAY_HEADER.as_bytes()));
+        self.replay_of = finder
+            .find(r.req_head)
+            .map(|_| Head::parse(r.req_head))
+            .and_then(|h| h.get(REPLAY_HEADER).map(str::to_owned));
+        self.seq = seq;
+        self.endpoint = endpoint;
+        self.scheme = r.scheme;
+        self.proto = r.proto;
+        self.client = r.client;
+        self.start = r.start;
+        self.duration = r.duration;
+        self.mode = r.capture;
+        self.status = r.status;
+        self.req_body_len = r.req_body_len;
+        self.res_body_len = r.res_body_len;
+        self.req_truncated = r.req_body_truncated;
+        self.res_truncated = r.res_body_truncated;
+        self.error_code = r.error_code.map(Into::into);
     }
 
     pub fn id(&self) -> String {
@@ -190,7 +211,13 @@ pub struct Capturer {
     /// The endpoint URLs seen, shared by their captures.
     names: HashMap<String, Arc<str>>,
     pending: Vec<Arc<Captured>>,
+    /// Captures the rings evicted, refilled in place when nothing else
+    /// holds them (no allocation or free per capture once warm).
+    spare: Vec<Arc<Captured>>,
 }
+
+/// Evicted captures kept for reuse (more are freed).
+const SPARE: usize = 1024;
 
 impl Capturer {
     /// Captures `r` if its endpoint captures (kept until [`Self::store`]).
@@ -214,7 +241,18 @@ impl Capturer {
             },
         };
         let seq = ins.next.fetch_add(1, Ordering::Relaxed);
-        self.pending.push(Arc::new(Captured::new(seq, url, r)));
+        let c = match self.spare.pop() {
+            Some(mut c) => match Arc::get_mut(&mut c) {
+                Some(m) => {
+                    m.fill(seq, url, r);
+                    c
+                }
+                // An API reader or a live stream still holds it.
+                None => Arc::new(Captured::new(seq, url, r)),
+            },
+            None => Arc::new(Captured::new(seq, url, r)),
+        };
+        self.pending.push(c);
     }
 
     /// Puts the batch into the rings and the live feed.
@@ -223,7 +261,7 @@ impl Capturer {
             return;
         }
         let live = ins.live.receiver_count() > 0;
-        let mut evicted = Vec::new();
+        let mut evicted = std::mem::take(&mut self.spare);
         {
             let mut rings = ins.lock();
             // One ring lookup per run of captures for the same endpoint.
@@ -246,8 +284,9 @@ impl Capturer {
                 }
             }
         }
-        // Freed outside the lock.
-        drop(evicted);
+        // Kept for reuse, or freed outside the lock.
+        evicted.truncate(SPARE);
+        self.spare = evicted;
         for c in self.pending.drain(..) {
             if live {
                 let _ = ins.live.send(c);
@@ -372,5 +411,39 @@ mod tests {
         assert_eq!(ins.list("http://b.test", 10)[0].status, 202);
         assert_eq!(ins.len(), 3);
         assert!(ins.get("http://a.test", "req_x").is_none());
+    }
+
+    #[test]
+    fn evicted_captures_are_refilled_unless_someone_holds_them() {
+        let ins = Inspector::new(2);
+        let mut cap = Capturer::default();
+        for i in 0..4 {
+            cap.add(&ins, &rec(i));
+            cap.store(&ins);
+        }
+        // Two evicted so far, kept as spares.
+        assert_eq!(cap.spare.len(), 1, "one spare left after reuse");
+        let held = ins.list("http://a.test", 10);
+        assert_eq!(
+            held.iter().map(|c| c.status).collect::<Vec<_>>(),
+            [203, 202]
+        );
+        for i in 4..8 {
+            let mut r = rec(i);
+            r.req_head = b"POST /long-enough-to-grow-the-buffer HTTP/1.1\r\nHost: a.test\r\n\r\n";
+            cap.add(&ins, &r);
+            cap.store(&ins);
+        }
+        // What a reader held is intact; the ring has the newest, refilled.
+        assert_eq!(held[0].status, 203);
+        assert_eq!(
+            held[0].req_head(),
+            b"GET / HTTP/1.1\r\nHost: a.test\r\n\r\n"
+        );
+        let now = ins.list("http://a.test", 10);
+        assert_eq!(now.iter().map(|c| c.status).collect::<Vec<_>>(), [207, 206]);
+        assert!(now[0].req_head().starts_with(b"POST /long-enough"));
+        assert_eq!(now[0].req_body(), b"abc");
+        assert_eq!(now[0].id(), format!("req_{:012}", 8));
     }
 }

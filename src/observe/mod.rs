@@ -11,6 +11,7 @@
 pub mod api;
 pub mod config;
 pub mod events;
+pub mod fields;
 pub mod head;
 pub mod inspector;
 pub mod metrics;
@@ -103,7 +104,7 @@ pub fn start(
 ) -> std::io::Result<(Arc<Hub>, Vec<WorkerObs>)> {
     let mut sinks = Vec::with_capacity(cfg.sinks.len());
     for s in &cfg.sinks {
-        sinks.push(sink::start(s, cfg.queue)?);
+        sinks.push((sink::start(&s.to, cfg.queue)?, s.select.clone()));
     }
     let queues = cfg.inspect != CaptureMode::Off || cfg.events_on() || overrides;
     let hub = Arc::new(Hub {
@@ -112,7 +113,7 @@ pub fn start(
         inspector: inspector::Inspector::new(cfg.ring),
         sinks: sinks
             .iter()
-            .map(|s| SinkCounters {
+            .map(|(s, _)| SinkCounters {
                 name: s.name.clone(),
                 written: s.written.clone(),
                 dropped: s.dropped.clone(),
@@ -139,7 +140,7 @@ pub fn start(
     let h = hub.clone();
     std::thread::Builder::new()
         .name("ringress-observe".into())
-        .spawn(move || drain(&h, flush_rx, rxs, sinks))?;
+        .spawn(move || drain(&h, flush_rx, rxs, groups(sinks)))?;
     Ok((hub, obs))
 }
 
@@ -167,17 +168,65 @@ fn reuse(sent: &mut std::collections::VecDeque<Arc<sink::Batch>>) -> Option<sink
     Some(b)
 }
 
+/// Sinks that asked for the same events and fields: their events are
+/// written once per round, into one batch they all get.
+struct Group {
+    plans: events::Plans,
+    sinks: Vec<sink::Sink>,
+    batch: sink::Batch,
+    /// Batches handed to the sinks, recycled once they are done.
+    sent: std::collections::VecDeque<Arc<sink::Batch>>,
+}
+
+fn groups(sinks: Vec<(sink::Sink, fields::Selection)>) -> Vec<Group> {
+    let mut out: Vec<(fields::Selection, Group)> = Vec::new();
+    for (s, sel) in sinks {
+        match out.iter_mut().find(|(k, _)| *k == sel) {
+            Some((_, g)) => g.sinks.push(s),
+            None => {
+                let g = Group {
+                    plans: events::Plans::new(&sel),
+                    sinks: vec![s],
+                    batch: sink::Batch::default(),
+                    sent: std::collections::VecDeque::new(),
+                };
+                out.push((sel, g));
+            }
+        }
+    }
+    out.into_iter().map(|(_, g)| g).collect()
+}
+
+impl Group {
+    /// Hands this round's batch to the sinks (if it has lines).
+    fn send(&mut self) {
+        if self.batch.lines == 0 {
+            return;
+        }
+        let next = reuse(&mut self.sent).unwrap_or_else(|| sink::Batch {
+            bytes: Vec::with_capacity(self.batch.bytes.capacity()),
+            lines: 0,
+        });
+        let full = Arc::new(std::mem::replace(&mut self.batch, next));
+        for s in &self.sinks {
+            s.offer(&full);
+        }
+        self.sent.push_back(full);
+        if self.sent.len() > 4 {
+            self.sent.pop_front();
+        }
+    }
+}
+
 /// The drainer: published counters in, records out to the inspector and
-/// the sinks, a batch per round.
-fn drain(hub: &Hub, flush: Receiver<Flush>, mut rxs: Vec<RecordConsumer>, sinks: Vec<sink::Sink>) {
+/// the sinks, a batch per sink group per round.
+fn drain(hub: &Hub, flush: Receiver<Flush>, mut rxs: Vec<RecordConsumer>, mut groups: Vec<Group>) {
     let mut idle_rounds = 0u32;
     let mut flush_open = true;
     let mut last_report = std::time::Instant::now();
     let mut reported = 0u64;
     let mut writer = events::EventWriter::default();
     let mut capturer = inspector::Capturer::default();
-    let mut batch = sink::Batch::default();
-    let mut sent = std::collections::VecDeque::new();
     loop {
         let mut work = 0usize;
         while flush_open {
@@ -194,42 +243,45 @@ fn drain(hub: &Hub, flush: Receiver<Flush>, mut rxs: Vec<RecordConsumer>, sinks:
             }
         }
         let now = SystemTime::now();
+        let mut emitted = 0u64;
         for rx in &mut rxs {
             work += rx.drain(usize::MAX, |frame| match record::decode(frame) {
                 Some(Record::Http(r)) => {
-                    if r.events && !sinks.is_empty() {
-                        writer.http(&mut batch.bytes, &r, now);
-                        batch.bytes.push(b'\n');
-                        batch.lines += 1;
+                    if r.events {
+                        let mut any = false;
+                        for g in &mut groups {
+                            if g.plans.http.is_some() {
+                                writer.http(&mut g.batch.bytes, &r, now, &g.plans);
+                                g.batch.bytes.push(b'\n');
+                                g.batch.lines += 1;
+                                any = true;
+                            }
+                        }
+                        emitted += u64::from(any);
                     }
                     capturer.add(&hub.inspector, &r);
                 }
                 Some(Record::Tcp(r)) => {
-                    if !sinks.is_empty() {
-                        writer.tcp(&mut batch.bytes, &r, now);
-                        batch.bytes.push(b'\n');
-                        batch.lines += 1;
+                    let mut any = false;
+                    for g in &mut groups {
+                        if g.plans.tcp.is_some() {
+                            writer.tcp(&mut g.batch.bytes, &r, now, &g.plans);
+                            g.batch.bytes.push(b'\n');
+                            g.batch.lines += 1;
+                            any = true;
+                        }
                     }
+                    emitted += u64::from(any);
                 }
                 None => warn!("observe: an undecodable record was skipped"),
             });
         }
         capturer.store(&hub.inspector);
-        if batch.lines > 0 {
-            hub.events_emitted
-                .fetch_add(batch.lines as u64, Ordering::Relaxed);
-            let next = reuse(&mut sent).unwrap_or_else(|| sink::Batch {
-                bytes: Vec::with_capacity(batch.bytes.capacity()),
-                lines: 0,
-            });
-            let full = Arc::new(std::mem::replace(&mut batch, next));
-            for s in &sinks {
-                s.offer(&full);
-            }
-            sent.push_back(full);
-            if sent.len() > 4 {
-                sent.pop_front();
-            }
+        if emitted > 0 {
+            hub.events_emitted.fetch_add(emitted, Ordering::Relaxed);
+        }
+        for g in &mut groups {
+            g.send();
         }
         if !flush_open && rxs.iter().all(RecordConsumer::finished) {
             return;
