@@ -14,6 +14,9 @@ use cel_interpreter::extractors::{Arguments, This};
 use cel_interpreter::objects::{Key, Map};
 use cel_interpreter::{Context, ExecutionError, FunctionContext, Program, Value};
 
+use super::cel_budget::BudgetError;
+pub use super::cel_budget::MAX_NESTING;
+
 /// Top-level variables a policy may reference, as a bit set, so a scope
 /// builds only what an expression reads.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -88,12 +91,12 @@ impl Expr {
     /// Parses `source` and checks that it names only known variables and
     /// functions. The error is the reason, for a located `PolicyError`.
     pub fn compile(source: &str) -> Result<Expr, String> {
-        let depth = nesting_depth(source);
-        if depth > MAX_NESTING {
-            return Err(format!(
-                "CEL expression nests {depth} levels deep (brackets and parentheses); at most {MAX_NESTING} are allowed: {source:?}"
-            ));
-        }
+        // Bounded before the parser: it can take seconds (and gigabytes)
+        // to refuse some invalid input (see `cel_budget`).
+        super::cel_budget::check(source).map_err(|e| match e {
+            BudgetError::TooLong { .. } | BudgetError::TooManyTokens => e.to_string(),
+            _ => format!("{e}: {source:?}"),
+        })?;
         let rewritten = rewrite_url_members(source);
         // The parser panics on some malformed input instead of failing:
         // contain it (this runs at load, on the control thread).
@@ -198,45 +201,6 @@ fn looks_top_level(src: &str, v: &str) -> bool {
         .iter()
         .any(|m| src.contains(&format!("{m}{v},")) || src.contains(&format!("{m}{v} ,")));
     !bound
-}
-
-/// How deep an expression may nest `(`, `[` and `{`. The CEL parser
-/// (antlr) backtracks exponentially on deep, ambiguous nesting: a
-/// 321-byte input 63 levels deep took 9 s to be refused (found by the
-/// cel_compile fuzz target), which would stall a load, a reload or an
-/// agent's Bind. Real policies nest a few levels.
-pub const MAX_NESTING: usize = 12;
-
-/// The deepest bracket nesting of `src` outside string literals
-/// (unbalanced closers are ignored; the parser refuses those).
-fn nesting_depth(src: &str) -> usize {
-    let bytes = src.as_bytes();
-    let (mut depth, mut max) = (0usize, 0usize);
-    let mut quote: Option<u8> = None;
-    let mut i = 0;
-    while i < bytes.len() {
-        let b = bytes[i];
-        match quote {
-            Some(q) => {
-                if b == b'\\' {
-                    i += 1;
-                } else if b == q {
-                    quote = None;
-                }
-            }
-            None => match b {
-                b'\'' | b'"' => quote = Some(b),
-                b'(' | b'[' | b'{' => {
-                    depth += 1;
-                    max = max.max(depth);
-                }
-                b')' | b']' | b'}' => depth = depth.saturating_sub(1),
-                _ => {}
-            },
-        }
-        i += 1;
-    }
-    max
 }
 
 /// `req.url` is a string in ngrok and also has fields (`req.url.path`).
@@ -652,10 +616,9 @@ mod tests {
         let deep = format!("{}1{}", "(".repeat(63), ")".repeat(63));
         let t = std::time::Instant::now();
         let e = Expr::compile(&deep).err().unwrap_or_default();
-        assert!(e.contains("63 levels"), "{e}");
+        assert!(e.contains("deeper than 12 levels"), "{e}");
         assert!(t.elapsed() < std::time::Duration::from_secs(1));
-        // Brackets inside strings do not count; MAX_NESTING levels still compile.
-        assert_eq!(nesting_depth("'((((' + \"[[[\" + (1)"), 1);
+        // MAX_NESTING levels still compile.
         let ok = format!("{}1{}", "(".repeat(MAX_NESTING), ")".repeat(MAX_NESTING));
         assert!(Expr::compile(&format!("{ok} == 1")).is_ok());
         // Every bracket kind at the limit parses (or fails) without
@@ -665,6 +628,60 @@ mod tests {
             let e = format!("{}1{}", open.repeat(n), close.repeat(n));
             let _ = Expr::compile(&e);
         }
+    }
+
+    /// Expressions the fuzzer found slow to refuse (17-22 s, one of them
+    /// using more than 20 GB), now refused by the compile budget before
+    /// the parser.
+    #[test]
+    fn regression_slow_refusals_are_refused_before_the_parser() {
+        let cases: [(&[u8], &str); 2] = [
+            (
+                include_bytes!(
+                    "../../fuzz/corpus/cel_compile/regression_unterminated_string_hid_nesting"
+                ),
+                "not terminated",
+            ),
+            (
+                include_bytes!(
+                    "../../fuzz/corpus/cel_compile/regression_balanced_unary_runs_slow_parse"
+                ),
+                "3 `-`/`!` operators in a row",
+            ),
+        ];
+        for (input, why) in cases {
+            let src = String::from_utf8_lossy(input);
+            let t = std::time::Instant::now();
+            let e = Expr::compile(&src).err().unwrap_or_default();
+            assert!(e.contains(why), "{e}");
+            assert!(t.elapsed() < std::time::Duration::from_millis(100));
+        }
+        let doc = include_str!(
+            "../../fuzz/corpus/policy_document/regression_unary_runs_in_nesting_slow_parse"
+        );
+        let t = std::time::Instant::now();
+        let compiled = crate::policy::TrafficPolicy::parse(doc)
+            .map_err(|e| e.to_string())
+            .and_then(|d| {
+                crate::policy::CompiledPolicy::compile(&d)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            });
+        assert!(compiled.is_err_and(|e| e.contains("operators in a row")));
+        assert!(t.elapsed() < std::time::Duration::from_millis(100));
+    }
+
+    #[test]
+    fn budget_errors_name_the_limit() {
+        let long = format!("'{}'", "a".repeat(5000));
+        let e = Expr::compile(&long).err().unwrap_or_default();
+        assert!(e.contains("5002 bytes long; at most 4096"), "{e}");
+        assert!(e.len() < 200, "the expression is not echoed: {e}");
+        let e = Expr::compile("a\0b").err().unwrap_or_default();
+        assert!(
+            e.contains("U+0000 at byte 1") && e.contains("\"a\\0b\""),
+            "{e}"
+        );
     }
 
     #[test]
