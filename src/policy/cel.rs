@@ -671,6 +671,53 @@ mod tests {
         assert!(t.elapsed() < std::time::Duration::from_millis(100));
     }
 
+    /// Times `Expr::compile` on every input in the cel_compile corpora
+    /// (committed seeds and, if present, a campaign's `fuzz/corpus-work`)
+    /// and prints the slowest: how the compile budget was checked against
+    /// what the fuzzer found. Ignored: it reads files outside the crate.
+    /// `cargo test --release --lib slowest_cel_corpus_inputs -- --ignored --nocapture`
+    #[test]
+    #[ignore]
+    fn slowest_cel_corpus_inputs() {
+        // On its own thread: a debug build needs more than a test thread's
+        // 2 MiB for some inputs within the budget (release needs < 512 KiB).
+        let run = std::thread::Builder::new()
+            .stack_size(16 << 20)
+            .spawn(time_cel_corpus_inputs)
+            .and_then(|h| h.join().map_err(|_| std::io::Error::other("panicked")));
+        assert!(run.is_ok(), "{run:?}");
+    }
+
+    fn time_cel_corpus_inputs() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
+        let mut times = Vec::new();
+        for dir in ["corpus/cel_compile", "corpus-work/cel_compile"] {
+            let Ok(entries) = std::fs::read_dir(root.join(dir)) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let Ok(bytes) = std::fs::read(entry.path()) else {
+                    continue;
+                };
+                let Ok(src) = String::from_utf8(bytes) else {
+                    continue;
+                };
+                let t = std::time::Instant::now();
+                let refused = Expr::compile(&src).is_err();
+                times.push((t.elapsed(), refused, entry.path()));
+            }
+        }
+        times.sort_by_key(|t| std::cmp::Reverse(t.0));
+        let refused = times.iter().filter(|t| t.1).count();
+        println!("{} inputs, {refused} refused; slowest:", times.len());
+        for (t, refused, path) in times.iter().take(5) {
+            println!("  {t:?} refused={refused} {}", path.display());
+        }
+        if let Some((t, _, path)) = times.first() {
+            assert!(*t < std::time::Duration::from_secs(1), "{}", path.display());
+        }
+    }
+
     #[test]
     fn budget_errors_name_the_limit() {
         let long = format!("'{}'", "a".repeat(5000));
