@@ -28,13 +28,15 @@ pub const MAX_EXPRESSION_BYTES: usize = 4096;
 pub const MAX_NESTING: usize = 12;
 
 /// Most `-` and `!` operators in a row (whitespace between them does not
-/// matter). `a - -1` and `!!x` need two; longer runs have no use. A run
-/// of `-` before a number is ambiguous in the grammar (a negation or a
-/// negative literal), and on invalid input the parser explores every
-/// reading at every nesting level: a balanced, lexically valid 1,292-byte
-/// expression 12 levels deep with runs of three took 17 s to refuse, the
-/// same with runs of two 9 ms.
-pub const MAX_UNARY_RUN: usize = 2;
+/// matter): one. `a - (-1)` and `!(!x)` still work; `a - -1` and `!!x` do
+/// not. A `-` before a number is ambiguous in the grammar (a negation or
+/// a negative literal), and on invalid input the parser explores every
+/// reading of every such run up to the point where it gives up: a
+/// balanced, lexically valid 1,292-byte expression 12 levels deep with
+/// runs of three took 17 s to refuse (9 ms with runs of two), and a
+/// 1,929-byte one 2 levels deep with runs of two (`1--.1[1--.1...`) took
+/// 1.3 s (14 ms with single `-`).
+pub const MAX_UNARY_RUN: usize = 1;
 
 /// Most tokens (identifiers, literals, operators, brackets; whitespace and
 /// comments do not count) in one expression. A chain of binary operators
@@ -57,7 +59,7 @@ pub enum BudgetError {
     )]
     TooDeep { at: usize },
     #[error(
-        "CEL expression has {run} `-`/`!` operators in a row at byte {at}; at most {MAX_UNARY_RUN} are allowed"
+        "CEL expression has {run} `-`/`!` operators in a row at byte {at}; at most {MAX_UNARY_RUN} without parentheses between them (`a - (-1)`, `!(!x)`)"
     )]
     UnaryRun { run: usize, at: usize },
     #[error(
@@ -319,7 +321,7 @@ mod tests {
             "req.headers['user-agent'].exists(v, v.matches('(?i)bot'))",
             "conn.geo.country_code in ['DE', 'FR'] ? true : false",
             "{'a': [1, 2.5, -3, 0x1F, 7u, 1e-5, .5]}['a'].size() > 2",
-            "a - -1 == !!true",
+            "a - (-1) == !(!true) && -x < -1.5e-3 && !has(a.b) && a != -b",
             "'\\n\\t\\\\\\'\\u00e9\\U0001F600\\x41\\101' + \"\\\"\" + r'\\d+' + b\"ab\" + br'\\x'",
             "'''multi\nline ' \" \\n''' + \"\"\"x\"\"\" + r'''\\'''",
             "'' + \"\" + 'é ∀ 😀'",
@@ -414,17 +416,25 @@ mod tests {
 
     #[test]
     fn regression_unary_runs_slow_parse() {
-        let ok = format!("a {} 1", "-".repeat(MAX_UNARY_RUN));
-        assert!(check(&ok).is_ok());
+        // fuzz/corpus/cel_compile/regression_balanced_unary_runs_slow_parse
+        // (runs of three, 17 s) and regression_minus_minus_before_float_slow_parse
+        // (runs of two, 1.3 s).
+        assert!(check("a - 1 - (-1) - (-(-.1))").is_ok());
         assert_eq!(
-            check("x - - ! -- y"),
+            check("x - - ! - y"),
             Err(BudgetError::UnaryRun {
                 run: MAX_UNARY_RUN + 1,
                 at: 2
             })
         );
-        // `!=` is a comparison, not a negation.
+        assert_eq!(check("1--.1"), Err(BudgetError::UnaryRun { run: 2, at: 1 }));
+        assert_eq!(check("!!x"), Err(BudgetError::UnaryRun { run: 2, at: 0 }));
+        // `!=` is a comparison, not a negation; comments do not break a run.
         assert!(check("a != -b").is_ok());
+        assert_eq!(
+            check("a - // x\n -b"),
+            Err(BudgetError::UnaryRun { run: 2, at: 2 })
+        );
     }
 
     #[test]
