@@ -3,23 +3,26 @@
 //!
 //! Owns: one pass over the source that follows CEL's lexical grammar
 //! (cel-spec `langdef.md`, cel-parser's `CEL.g4`) and refuses what the
-//! parser would refuse anyway but only after a long time. Never allocates
-//! per byte and never calls the parser.
+//! parser would refuse anyway, but only after a long time, plus limits no
+//! real policy reaches. Allocates only the bracket stack (at most
+//! [`MAX_NESTING`] entries) and never calls the parser.
 //!
 //! Why: the parser (antlr4rust, adaptive LL(*)) has no limit on its error
-//! recovery or lookahead. On invalid input that nests and is full of
-//! ambiguous `-`/`!` runs, its full-context prediction grows exponentially
-//! with the real nesting depth: the fuzzer found an 889-byte expression
-//! that took 22 s and more than 20 GB of memory to refuse, and a 1,953-byte
-//! one that took 14 s. cel-go bounds the same parser generator with an
-//! error-recovery limit (30) and a lookahead limit (256 tokens);
-//! cel-parser does not expose those knobs, so the input is bounded instead.
+//! recovery or lookahead. On invalid input with runs of `-` (ambiguous in
+//! the grammar), its full-context prediction grows exponentially with the
+//! runs and the real nesting depth: the fuzzer found an 889-byte
+//! expression that took 22 s and more than 20 GB of memory to refuse, a
+//! 1,953-byte one that took 14 s, and, within a first form of this
+//! budget, a 1,929-byte one that took 1.3 s. cel-go bounds the same parser
+//! generator with an error-recovery limit (30) and a lookahead limit (256
+//! tokens); cel-parser does not expose those knobs, so the input is
+//! bounded instead.
 
 use std::fmt;
 
-/// Longest expression accepted, in bytes. ngrok's documented expressions
-/// are under 300 bytes; 4 KiB leaves room for long lists of CIDRs or paths
-/// while keeping a worst-case parse short.
+/// Longest expression accepted, in bytes. ngrok's documented examples are
+/// a few hundred bytes at most; 4 KiB leaves room for long lists of CIDRs
+/// or paths while keeping a worst-case parse short.
 pub const MAX_EXPRESSION_BYTES: usize = 4096;
 
 /// How deep an expression may nest `(`, `[` and `{`. Real policies nest a
@@ -128,7 +131,7 @@ pub fn check(src: &str) -> Result<Shape, BudgetError> {
         if tokens > MAX_TOKENS {
             return Err(BudgetError::TooManyTokens);
         }
-        if c == b'-' || c == b'!' && b.get(i + 1) != Some(&b'=') {
+        if c == b'-' || (c == b'!' && b.get(i + 1) != Some(&b'=')) {
             if run == 0 {
                 run_start = i;
             }
@@ -193,9 +196,10 @@ pub fn check(src: &str) -> Result<Shape, BudgetError> {
                 }
             }
             _ => {
-                let what = src[i..]
-                    .chars()
-                    .next()
+                // Tokens end on ASCII bytes, so `i` is a character boundary.
+                let what = src
+                    .get(i..)
+                    .and_then(|rest| rest.chars().next())
                     .unwrap_or(char::REPLACEMENT_CHARACTER);
                 return Err(BudgetError::BadChar {
                     what: CharName(what),
