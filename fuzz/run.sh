@@ -10,7 +10,10 @@
 # the committed seeds in fuzz/corpus/TARGET are read only. Crashes land in
 # fuzz/artifacts/TARGET/. One summary line per target goes to
 # fuzz/results/summary.txt (and stdout): executions, seconds, exec/s,
-# coverage (cov, ft), corpus size, peak RSS, and crashed or not.
+# coverage (cov, ft), corpus size, peak RSS, and crashed or not. Inputs
+# that take more than a second are kept as fuzz/artifacts/TARGET/slow-unit-*
+# and named in the summary (libFuzzer's -report_slow_units=1); the run
+# goes on, and only -timeout=10 ends it.
 # Exits non-zero if any target crashed.
 #
 # --dev builds without optimisations (cargo fuzz --dev): far quicker to
@@ -68,7 +71,7 @@ for t in "${targets[@]}"; do
     rc=0
     # shellcheck disable=SC2086 # $dict is one flag or nothing
     nice -n 19 cargo fuzz run "${flags[@]}" "$t" "corpus-work/$t" "corpus/$t" -- \
-        "${limits[@]}" $dict -timeout=10 -rss_limit_mb=2048 -max_len=8192 \
+        "${limits[@]}" $dict -timeout=10 -report_slow_units=1 -rss_limit_mb=2048 -max_len=8192 \
         -print_final_stats=1 -artifact_prefix="artifacts/$t/" >"$log" 2>&1 || rc=$?
     secs=$(($(date +%s) - start))
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)
@@ -79,6 +82,8 @@ for t in "${targets[@]}"; do
     ft=$(sed -n 's/.* ft: \([0-9]*\).*/\1/p' <<<"$last")
     corp=$(sed -n 's/.* corp: \([0-9]*\).*/\1/p' <<<"$last")
     verdict=ok
+    slowest=$(sed -n 's/^Slowest unit: \([0-9]*\) s.*/\1/p' "$log" | tail -n 1)
+    [ -n "$slowest" ] && verdict="ok, slowest input ${slowest} s (fuzz/artifacts/$t/slow-unit-*)"
     if [ "$rc" -ne 0 ]; then
         verdict="CRASH (exit $rc, see fuzz/$log and fuzz/artifacts/$t/)"
         failed=1

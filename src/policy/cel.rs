@@ -14,6 +14,9 @@ use cel_interpreter::extractors::{Arguments, This};
 use cel_interpreter::objects::{Key, Map};
 use cel_interpreter::{Context, ExecutionError, FunctionContext, Program, Value};
 
+use super::cel_budget::BudgetError;
+pub use super::cel_budget::MAX_NESTING;
+
 /// Top-level variables a policy may reference, as a bit set, so a scope
 /// builds only what an expression reads.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -88,12 +91,12 @@ impl Expr {
     /// Parses `source` and checks that it names only known variables and
     /// functions. The error is the reason, for a located `PolicyError`.
     pub fn compile(source: &str) -> Result<Expr, String> {
-        let depth = nesting_depth(source);
-        if depth > MAX_NESTING {
-            return Err(format!(
-                "CEL expression nests {depth} levels deep (brackets and parentheses); at most {MAX_NESTING} are allowed: {source:?}"
-            ));
-        }
+        // Bounded before the parser: it can take seconds (and gigabytes)
+        // to refuse some invalid input (see `cel_budget`).
+        super::cel_budget::check(source).map_err(|e| match e {
+            BudgetError::TooLong { .. } | BudgetError::TooManyTokens => e.to_string(),
+            _ => format!("{e}: {source:?}"),
+        })?;
         let rewritten = rewrite_url_members(source);
         // The parser panics on some malformed input instead of failing:
         // contain it (this runs at load, on the control thread).
@@ -198,45 +201,6 @@ fn looks_top_level(src: &str, v: &str) -> bool {
         .iter()
         .any(|m| src.contains(&format!("{m}{v},")) || src.contains(&format!("{m}{v} ,")));
     !bound
-}
-
-/// How deep an expression may nest `(`, `[` and `{`. The CEL parser
-/// (antlr) backtracks exponentially on deep, ambiguous nesting: a
-/// 321-byte input 63 levels deep took 9 s to be refused (found by the
-/// cel_compile fuzz target), which would stall a load, a reload or an
-/// agent's Bind. Real policies nest a few levels.
-pub const MAX_NESTING: usize = 12;
-
-/// The deepest bracket nesting of `src` outside string literals
-/// (unbalanced closers are ignored; the parser refuses those).
-fn nesting_depth(src: &str) -> usize {
-    let bytes = src.as_bytes();
-    let (mut depth, mut max) = (0usize, 0usize);
-    let mut quote: Option<u8> = None;
-    let mut i = 0;
-    while i < bytes.len() {
-        let b = bytes[i];
-        match quote {
-            Some(q) => {
-                if b == b'\\' {
-                    i += 1;
-                } else if b == q {
-                    quote = None;
-                }
-            }
-            None => match b {
-                b'\'' | b'"' => quote = Some(b),
-                b'(' | b'[' | b'{' => {
-                    depth += 1;
-                    max = max.max(depth);
-                }
-                b')' | b']' | b'}' => depth = depth.saturating_sub(1),
-                _ => {}
-            },
-        }
-        i += 1;
-    }
-    max
 }
 
 /// `req.url` is a string in ngrok and also has fields (`req.url.path`).
@@ -652,10 +616,9 @@ mod tests {
         let deep = format!("{}1{}", "(".repeat(63), ")".repeat(63));
         let t = std::time::Instant::now();
         let e = Expr::compile(&deep).err().unwrap_or_default();
-        assert!(e.contains("63 levels"), "{e}");
+        assert!(e.contains("deeper than 12 levels"), "{e}");
         assert!(t.elapsed() < std::time::Duration::from_secs(1));
-        // Brackets inside strings do not count; MAX_NESTING levels still compile.
-        assert_eq!(nesting_depth("'((((' + \"[[[\" + (1)"), 1);
+        // MAX_NESTING levels still compile.
         let ok = format!("{}1{}", "(".repeat(MAX_NESTING), ")".repeat(MAX_NESTING));
         assert!(Expr::compile(&format!("{ok} == 1")).is_ok());
         // Every bracket kind at the limit parses (or fails) without
@@ -665,6 +628,135 @@ mod tests {
             let e = format!("{}1{}", open.repeat(n), close.repeat(n));
             let _ = Expr::compile(&e);
         }
+    }
+
+    /// Expressions the fuzzer found slow to refuse (1.3-22 s, one of them
+    /// using more than 20 GB), now refused by the compile budget before
+    /// the parser.
+    #[test]
+    fn regression_slow_refusals_are_refused_before_the_parser() {
+        // (input, why it is refused, why once its control characters are
+        // blanked: the other limits must hold it too).
+        let cases: [(&[u8], &str, &str); 4] = [
+            (
+                include_bytes!(
+                    "../../fuzz/corpus/cel_compile/regression_unterminated_string_hid_nesting"
+                ),
+                "control characters are not allowed",
+                "not terminated",
+            ),
+            (
+                include_bytes!(
+                    "../../fuzz/corpus/cel_compile/regression_balanced_unary_runs_slow_parse"
+                ),
+                "2 `-`/`!` operators in a row",
+                "2 `-`/`!` operators in a row",
+            ),
+            (
+                include_bytes!(
+                    "../../fuzz/corpus/cel_compile/regression_minus_minus_before_float_slow_parse"
+                ),
+                "control characters are not allowed",
+                "2 `-`/`!` operators in a row",
+            ),
+            (
+                include_bytes!(
+                    "../../fuzz/corpus/cel_compile/regression_nul_in_raw_triple_quoted_string"
+                ),
+                "control characters are not allowed",
+                "",
+            ),
+        ];
+        for (input, why, why_blanked) in cases {
+            let src = String::from_utf8_lossy(input);
+            let blanked: String = src
+                .chars()
+                .map(|c| match c {
+                    '\t' | '\n' | '\r' | '\u{c}' => c,
+                    c if c.is_ascii_control() => ' ',
+                    c => c,
+                })
+                .collect();
+            for (src, why) in [(&*src, why), (&*blanked, why_blanked)] {
+                let t = std::time::Instant::now();
+                let e = Expr::compile(src).err().unwrap_or_default();
+                assert!(!e.is_empty() && e.contains(why), "{e}");
+                assert!(t.elapsed() < std::time::Duration::from_millis(100));
+            }
+        }
+        let doc = include_str!(
+            "../../fuzz/corpus/policy_document/regression_unary_runs_in_nesting_slow_parse"
+        );
+        let t = std::time::Instant::now();
+        let compiled = crate::policy::TrafficPolicy::parse(doc)
+            .map_err(|e| e.to_string())
+            .and_then(|d| {
+                crate::policy::CompiledPolicy::compile(&d)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            });
+        assert!(compiled.is_err_and(|e| e.contains("operators in a row")));
+        assert!(t.elapsed() < std::time::Duration::from_millis(100));
+    }
+
+    /// Times `Expr::compile` on every input in the cel_compile corpora
+    /// (committed seeds and, if present, a campaign's `fuzz/corpus-work`)
+    /// and prints the slowest: how the compile budget was checked against
+    /// what the fuzzer found. Ignored: it reads files outside the crate.
+    /// `cargo test --release --lib slowest_cel_corpus_inputs -- --ignored --nocapture`
+    #[test]
+    #[ignore]
+    fn slowest_cel_corpus_inputs() {
+        // On its own thread: a debug build needs more than a test thread's
+        // 2 MiB for some inputs within the budget (release needs < 512 KiB).
+        let run = std::thread::Builder::new()
+            .stack_size(16 << 20)
+            .spawn(time_cel_corpus_inputs)
+            .and_then(|h| h.join().map_err(|_| std::io::Error::other("panicked")));
+        assert!(run.is_ok(), "{run:?}");
+    }
+
+    fn time_cel_corpus_inputs() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
+        let mut times = Vec::new();
+        for dir in ["corpus/cel_compile", "corpus-work/cel_compile"] {
+            let Ok(entries) = std::fs::read_dir(root.join(dir)) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let Ok(bytes) = std::fs::read(entry.path()) else {
+                    continue;
+                };
+                let Ok(src) = String::from_utf8(bytes) else {
+                    continue;
+                };
+                let t = std::time::Instant::now();
+                let refused = Expr::compile(&src).is_err();
+                times.push((t.elapsed(), refused, entry.path()));
+            }
+        }
+        times.sort_by_key(|t| std::cmp::Reverse(t.0));
+        let refused = times.iter().filter(|t| t.1).count();
+        println!("{} inputs, {refused} refused; slowest:", times.len());
+        for (t, refused, path) in times.iter().take(5) {
+            println!("  {t:?} refused={refused} {}", path.display());
+        }
+        if let Some((t, _, path)) = times.first() {
+            assert!(*t < std::time::Duration::from_secs(1), "{}", path.display());
+        }
+    }
+
+    #[test]
+    fn budget_errors_name_the_limit() {
+        let long = format!("'{}'", "a".repeat(5000));
+        let e = Expr::compile(&long).err().unwrap_or_default();
+        assert!(e.contains("5002 bytes long; at most 4096"), "{e}");
+        assert!(e.len() < 200, "the expression is not echoed: {e}");
+        let e = Expr::compile("a\0b").err().unwrap_or_default();
+        assert!(
+            e.contains("U+0000 at byte 1") && e.contains("\"a\\0b\""),
+            "{e}"
+        );
     }
 
     #[test]

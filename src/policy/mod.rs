@@ -4,7 +4,8 @@
 //! response by the drivers in `proxy`.
 //!
 //! Layout: `document` (the shape users write), `cel` and `template` (CEL
-//! expressions and `${...}` interpolation), `request` (the facts a policy
+//! expressions and `${...}` interpolation), `cel_budget` (limits checked
+//! before the CEL parser), `request` (the facts a policy
 //! reads), `exchange` (per-exchange state and edits), `actions` (one
 //! module per action), `compile` (load-time checks, the rule loop),
 //! `pipeline` (the entry points drivers call), `reply` (edge-made
@@ -16,6 +17,7 @@
 
 pub mod actions;
 pub mod cel;
+pub mod cel_budget;
 pub mod compile;
 pub mod document;
 pub mod engine;
