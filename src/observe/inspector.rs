@@ -1,9 +1,11 @@
 //! The edge traffic inspector's store: per endpoint, a bounded ring of
 //! captured exchanges (newest last), and a broadcast of each new capture
 //! for live streams. Filled by the drainer thread, read by the API; never
-//! touched by a worker.
+//! touched by a worker. A ring keeps the raw record frames the workers
+//! queued ([`FrameRing`]: one copy per capture, nothing built or freed);
+//! they become [`Captured`] values only when the API reads them.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -12,8 +14,9 @@ use base64::Engine;
 use serde_json::{json, Map, Value};
 
 use super::config::CaptureMode;
+use super::frames::FrameRing;
 use super::head::Head;
-use super::record::HttpRecord;
+use super::record::{self, HttpRecord, Record};
 
 /// One captured exchange: its heads and captured bodies in one block.
 #[derive(Debug)]
@@ -36,7 +39,7 @@ pub struct Captured {
     /// Set when this exchange is itself a replay of another.
     pub replay_of: Option<String>,
     /// Request head, response head, request body, response body.
-    blob: Vec<u8>,
+    blob: Box<[u8]>,
     ends: [usize; 3],
 }
 
@@ -48,9 +51,26 @@ fn seq_of(id: &str) -> Option<u64> {
 impl Captured {
     /// A capture of `r` numbered `seq`, for `endpoint` (`r.endpoint`).
     pub fn new(seq: u64, endpoint: Arc<str>, r: &HttpRecord<'_>) -> Captured {
-        let mut c = Captured {
+        let (req_body, res_body) = if r.capture == CaptureMode::Full {
+            (r.req_body, r.res_body)
+        } else {
+            (&b""[..], &b""[..])
+        };
+        let parts = [r.req_head, r.res_head, req_body, res_body];
+        let mut blob = Vec::with_capacity(parts.iter().map(|p| p.len()).sum());
+        let mut ends = [0; 3];
+        for (i, p) in parts.iter().enumerate() {
+            blob.extend_from_slice(p);
+            if i < 3 {
+                ends[i] = blob.len();
+            }
+        }
+        let replay_of = memchr::memmem::find(r.req_head, REPLAY_HEADER.as_bytes())
+            .map(|_| Head::parse(r.req_head))
+            .and_then(|h| h.get(REPLAY_HEADER).map(str::to_owned));
+        Captured {
             seq,
-            endpoint: endpoint.clone(),
+            endpoint,
             scheme: r.scheme,
             proto: r.proto,
             client: r.client,
@@ -58,59 +78,24 @@ impl Captured {
             duration: r.duration,
             mode: r.capture,
             status: r.status,
-            req_body_len: 0,
-            res_body_len: 0,
-            req_truncated: false,
-            res_truncated: false,
-            error_code: None,
-            replay_of: None,
-            blob: Vec::new(),
-            ends: [0; 3],
-        };
-        c.fill(seq, endpoint, r);
-        c
+            req_body_len: r.req_body_len,
+            res_body_len: r.res_body_len,
+            req_truncated: r.req_body_truncated,
+            res_truncated: r.res_body_truncated,
+            error_code: r.error_code.map(Into::into),
+            replay_of,
+            blob: blob.into_boxed_slice(),
+            ends,
+        }
     }
 
-    /// Makes this capture one of `r` in place, reusing its buffer (the
-    /// drainer recycles the captures a ring evicts).
-    fn fill(&mut self, seq: u64, endpoint: Arc<str>, r: &HttpRecord<'_>) {
-        let (req_body, res_body) = if r.capture == CaptureMode::Full {
-            (r.req_body, r.res_body)
-        } else {
-            (&b""[..], &b""[..])
-        };
-        let parts = [r.req_head, r.res_head, req_body, res_body];
-        self.blob.clear();
-        self.blob.reserve(parts.iter().map(|p| p.len()).sum());
-        for (i, p) in parts.iter().enumerate() {
-            self.blob.extend_from_slice(p);
-            if i < 3 {
-                self.ends[i] = self.blob.len();
-            }
+    /// The capture a stored record frame holds (`None`: not an HTTP
+    /// record).
+    pub fn from_frame(seq: u64, frame: &[u8]) -> Option<Captured> {
+        match record::decode(frame)? {
+            Record::Http(r) => Some(Captured::new(seq, r.endpoint.into(), &r)),
+            Record::Tcp(_) => None,
         }
-        // Replays carry the header exactly as `replay` writes it; looking
-        // for those bytes avoids parsing every head.
-        static FINDER: std::sync::OnceLock<memchr::memmem::Finder<'static>> =
-            std::sync::OnceLock::new();
-        let finder = FINDER.get_or_init(|| memchr::memmem::Finder::new(REPLAY_HEADER.as_bytes()));
-        self.replay_of = finder
-            .find(r.req_head)
-            .map(|_| Head::parse(r.req_head))
-            .and_then(|h| h.get(REPLAY_HEADER).map(str::to_owned));
-        self.seq = seq;
-        self.endpoint = endpoint;
-        self.scheme = r.scheme;
-        self.proto = r.proto;
-        self.client = r.client;
-        self.start = r.start;
-        self.duration = r.duration;
-        self.mode = r.capture;
-        self.status = r.status;
-        self.req_body_len = r.req_body_len;
-        self.res_body_len = r.res_body_len;
-        self.req_truncated = r.req_body_truncated;
-        self.res_truncated = r.res_body_truncated;
-        self.error_code = r.error_code.map(Into::into);
     }
 
     pub fn id(&self) -> String {
@@ -189,13 +174,10 @@ impl Captured {
     }
 }
 
-/// One endpoint's captures, oldest first.
-type Ring = VecDeque<Arc<Captured>>;
-
 /// Rings by endpoint URL, and the live feed.
 pub struct Inspector {
     ring: usize,
-    rings: Mutex<HashMap<String, Ring>>,
+    rings: Mutex<HashMap<String, FrameRing>>,
     live: tokio::sync::broadcast::Sender<Arc<Captured>>,
     next: AtomicU64,
 }
@@ -204,94 +186,67 @@ pub struct Inspector {
 /// tell a replay by it); its value is the original capture's id.
 pub const REPLAY_HEADER: &str = "ringress-replay-of";
 
-/// The drainer's side of the inspector: makes captures from records and
-/// stores them a batch at a time (one lock per batch, not per request).
+/// The drainer's side of the inspector: collects a round's captures (the
+/// records' frames, back to back) and stores them a batch at a time (one
+/// lock per batch, not per request).
 #[derive(Default)]
 pub struct Capturer {
-    /// The endpoint URLs seen, shared by their captures.
-    names: HashMap<String, Arc<str>>,
-    pending: Vec<Arc<Captured>>,
-    /// Captures the rings evicted, refilled in place when nothing else
-    /// holds them (no allocation or free per capture once warm).
-    spare: Vec<Arc<Captured>>,
+    bytes: Vec<u8>,
+    /// Per capture: its number, its endpoint's and its frame's bytes.
+    items: Vec<(u64, std::ops::Range<usize>, std::ops::Range<usize>)>,
 }
 
-/// Evicted captures kept for reuse (more are freed).
-const SPARE: usize = 1024;
-
 impl Capturer {
-    /// Captures `r` if its endpoint captures (kept until [`Self::store`]).
-    pub fn add(&mut self, ins: &Inspector, r: &HttpRecord<'_>) {
+    /// Captures `r` (decoded from `frame`) if its endpoint captures (kept
+    /// until [`Self::store`]).
+    pub fn add(&mut self, ins: &Inspector, r: &HttpRecord<'_>, frame: &[u8]) {
         if r.capture == CaptureMode::Off || r.endpoint.is_empty() {
             return;
         }
-        if self.names.len() > 4096 && !self.names.contains_key(r.endpoint) {
-            self.names.clear();
-        }
-        // Consecutive records are mostly for the same endpoint.
-        let url = match self.pending.last() {
-            Some(c) if *c.endpoint == *r.endpoint => c.endpoint.clone(),
-            _ => match self.names.get(r.endpoint) {
-                Some(u) => u.clone(),
-                None => {
-                    let u: Arc<str> = r.endpoint.into();
-                    self.names.insert(r.endpoint.to_owned(), u.clone());
-                    u
-                }
-            },
-        };
         let seq = ins.next.fetch_add(1, Ordering::Relaxed);
-        let c = match self.spare.pop() {
-            Some(mut c) => match Arc::get_mut(&mut c) {
-                Some(m) => {
-                    m.fill(seq, url, r);
-                    c
-                }
-                // An API reader or a live stream still holds it.
-                None => Arc::new(Captured::new(seq, url, r)),
-            },
-            None => Arc::new(Captured::new(seq, url, r)),
-        };
-        self.pending.push(c);
+        let e = self.bytes.len();
+        self.bytes.extend_from_slice(r.endpoint.as_bytes());
+        let f = self.bytes.len();
+        self.bytes.extend_from_slice(frame);
+        self.items.push((seq, e..f, f..self.bytes.len()));
     }
 
     /// Puts the batch into the rings and the live feed.
     pub fn store(&mut self, ins: &Inspector) {
-        if self.pending.is_empty() {
+        if self.items.is_empty() {
             return;
         }
-        let live = ins.live.receiver_count() > 0;
-        let mut evicted = std::mem::take(&mut self.spare);
         {
             let mut rings = ins.lock();
             // One ring lookup per run of captures for the same endpoint.
+            let bytes = &self.bytes;
             for run in self
-                .pending
-                .chunk_by(|a, b| Arc::ptr_eq(&a.endpoint, &b.endpoint))
+                .items
+                .chunk_by(|a, b| bytes[a.1.clone()] == bytes[b.1.clone()])
             {
-                let url = &run[0].endpoint;
-                let ring = match rings.get_mut(&**url) {
-                    Some(r) => r,
-                    None => rings.entry(url.to_string()).or_default(),
+                let Ok(url) = std::str::from_utf8(&bytes[run[0].1.clone()]) else {
+                    continue;
                 };
-                for c in run {
-                    if ring.len() >= ins.ring {
-                        if let Some(old) = ring.pop_front() {
-                            evicted.push(old);
-                        }
-                    }
-                    ring.push_back(c.clone());
+                let ring = match rings.get_mut(url) {
+                    Some(r) => r,
+                    None => rings
+                        .entry(url.to_owned())
+                        .or_insert_with(|| FrameRing::new(ins.ring)),
+                };
+                for (seq, _, frame) in run {
+                    ring.push(*seq, &bytes[frame.clone()]);
                 }
             }
         }
-        // Kept for reuse, or freed outside the lock.
-        evicted.truncate(SPARE);
-        self.spare = evicted;
-        for c in self.pending.drain(..) {
-            if live {
-                let _ = ins.live.send(c);
+        if ins.live.receiver_count() > 0 {
+            for (seq, _, frame) in &self.items {
+                if let Some(c) = Captured::from_frame(*seq, &self.bytes[frame.clone()]) {
+                    let _ = ins.live.send(Arc::new(c));
+                }
             }
         }
+        self.items.clear();
+        self.bytes.clear();
     }
 }
 
@@ -308,23 +263,31 @@ impl Inspector {
 
     /// Keeps one record (tests; the drainer batches with [`Capturer`]).
     pub fn add(&self, r: &HttpRecord<'_>) {
+        let mut frame = Vec::new();
+        record::encode_http(&mut frame, r);
         let mut c = Capturer::default();
-        c.add(self, r);
+        c.add(self, r, &frame);
         c.store(self);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Ring>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, FrameRing>> {
         self.rings.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// An endpoint's captures, newest (by start time) first. Workers hand
     /// records over independently, so the ring is only roughly in order.
     pub fn list(&self, endpoint: &str, limit: usize) -> Vec<Arc<Captured>> {
-        let mut v: Vec<Arc<Captured>> = self
+        // Copied out under the lock, decoded outside it.
+        let mut bytes = Vec::new();
+        let frames = self
             .lock()
             .get(endpoint)
-            .map(|r| r.iter().cloned().collect())
+            .map(|r| r.copy_all(&mut bytes))
             .unwrap_or_default();
+        let mut v: Vec<Arc<Captured>> = frames
+            .into_iter()
+            .filter_map(|(seq, f)| Captured::from_frame(seq, &bytes[f]).map(Arc::new))
+            .collect();
         v.sort_by_key(|c| std::cmp::Reverse(c.start));
         v.truncate(limit);
         v
@@ -332,9 +295,11 @@ impl Inspector {
 
     pub fn get(&self, endpoint: &str, id: &str) -> Option<Arc<Captured>> {
         let seq = seq_of(id)?;
-        self.lock()
-            .get(endpoint)
-            .and_then(|r| r.iter().find(|c| c.seq == seq).cloned())
+        let mut frame = Vec::new();
+        if !self.lock().get(endpoint)?.get(seq, &mut frame) {
+            return None;
+        }
+        Captured::from_frame(seq, &frame).map(Arc::new)
     }
 
     /// Every capture from now on.
@@ -397,14 +362,17 @@ mod tests {
             "http://b.test",
             "http://a.test",
         ];
+        let mut frame = Vec::new();
         for (i, ep) in eps.iter().enumerate() {
             let mut r = rec(i as u16);
             r.endpoint = ep;
-            cap.add(&ins, &r);
+            frame.clear();
+            record::encode_http(&mut frame, &r);
+            cap.add(&ins, &r, &frame);
         }
         let mut off = rec(9);
         off.capture = CaptureMode::Off;
-        cap.add(&ins, &off);
+        cap.add(&ins, &off, &frame);
         cap.store(&ins);
         let a = ins.list("http://a.test", 10);
         assert_eq!(a.iter().map(|c| c.status).collect::<Vec<_>>(), [203, 201]);
@@ -414,15 +382,17 @@ mod tests {
     }
 
     #[test]
-    fn evicted_captures_are_refilled_unless_someone_holds_them() {
+    fn captures_read_back_after_the_ring_wraps_and_readers_keep_theirs() {
         let ins = Inspector::new(2);
         let mut cap = Capturer::default();
+        let mut frame = Vec::new();
         for i in 0..4 {
-            cap.add(&ins, &rec(i));
+            let r = rec(i);
+            frame.clear();
+            record::encode_http(&mut frame, &r);
+            cap.add(&ins, &r, &frame);
             cap.store(&ins);
         }
-        // Two evicted so far, kept as spares.
-        assert_eq!(cap.spare.len(), 1, "one spare left after reuse");
         let held = ins.list("http://a.test", 10);
         assert_eq!(
             held.iter().map(|c| c.status).collect::<Vec<_>>(),
@@ -430,11 +400,13 @@ mod tests {
         );
         for i in 4..8 {
             let mut r = rec(i);
-            r.req_head = b"POST /long-enough-to-grow-the-buffer HTTP/1.1\r\nHost: a.test\r\n\r\n";
-            cap.add(&ins, &r);
+            r.req_head = b"POST /long-enough-to-grow-the-buffer HTTP/1.1\r\nHost: a.test\r\nringress-replay-of: req_000000000001\r\n\r\n";
+            frame.clear();
+            record::encode_http(&mut frame, &r);
+            cap.add(&ins, &r, &frame);
             cap.store(&ins);
         }
-        // What a reader held is intact; the ring has the newest, refilled.
+        // What a reader held is intact; the ring has the newest.
         assert_eq!(held[0].status, 203);
         assert_eq!(
             held[0].req_head(),
@@ -444,6 +416,11 @@ mod tests {
         assert_eq!(now.iter().map(|c| c.status).collect::<Vec<_>>(), [207, 206]);
         assert!(now[0].req_head().starts_with(b"POST /long-enough"));
         assert_eq!(now[0].req_body(), b"abc");
+        assert_eq!(now[0].replay_of.as_deref(), Some("req_000000000001"));
         assert_eq!(now[0].id(), format!("req_{:012}", 8));
+        assert_eq!(&*now[0].endpoint, "http://a.test");
+        assert!(ins.get("http://a.test", &held[0].id()).is_none(), "evicted");
+        assert_eq!(ins.get("http://a.test", &now[1].id()).unwrap().status, 206);
+        assert_eq!(ins.len(), 2);
     }
 }

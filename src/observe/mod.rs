@@ -12,6 +12,7 @@ pub mod api;
 pub mod config;
 pub mod events;
 pub mod fields;
+pub mod frames;
 pub mod head;
 pub mod inspector;
 pub mod metrics;
@@ -259,7 +260,7 @@ fn drain(hub: &Hub, flush: Receiver<Flush>, mut rxs: Vec<RecordConsumer>, mut gr
                         }
                         emitted += u64::from(any);
                     }
-                    capturer.add(&hub.inspector, &r);
+                    capturer.add(&hub.inspector, &r, frame);
                 }
                 Some(Record::Tcp(r)) => {
                     let mut any = false;
