@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use super::fields::Selection;
+use super::fields::{Pick, Selection};
 use crate::config::ConfigError;
 
 /// What the inspector keeps of an endpoint's exchanges.
@@ -115,9 +115,19 @@ impl ObserveConfig {
         self.events_possible() && self.events
     }
 
-    /// Whether some endpoint could emit events (sinks exist).
+    /// Whether some endpoint could emit events (a sink takes some).
     pub fn events_possible(&self) -> bool {
-        !self.sinks.is_empty()
+        self.http_sinks() || self.tcp_sinks()
+    }
+
+    /// Whether some sink takes `http_request_complete.v0` events.
+    pub fn http_sinks(&self) -> bool {
+        self.sinks.iter().any(|s| s.select.http != Pick::None)
+    }
+
+    /// Whether some sink takes `tcp_connection_closed.v0` events.
+    pub fn tcp_sinks(&self) -> bool {
+        self.sinks.iter().any(|s| s.select.tcp != Pick::None)
     }
 }
 
@@ -331,7 +341,7 @@ type = "stdout"
 
     #[test]
     fn sources_pick_types_and_fields() {
-        use crate::observe::fields::{HttpField, Pick};
+        use crate::observe::fields::HttpField;
         let c = parse(
             r#"
 [[sinks]]
@@ -354,6 +364,13 @@ type = "tcp_connection_closed.v0"
         assert_eq!(c.sinks[0].select.tcp, Pick::None);
         assert_eq!(c.sinks[1].select.http, Pick::None);
         assert_eq!(c.sinks[1].select.tcp, Pick::All);
+        assert!(c.http_sinks() && c.tcp_sinks());
+        // Only TCP events wanted: workers queue no HTTP records for events.
+        let t = parse(
+            "[[sinks]]\ntype = \"stdout\"\n[[sinks.sources]]\ntype = \"tcp_connection_closed.v0\"\n",
+        )
+        .unwrap();
+        assert!(!t.http_sinks() && t.tcp_sinks() && t.events_on());
     }
 
     #[test]

@@ -410,11 +410,17 @@ impl Plans {
 
 impl EventWriter {
     /// Appends one `http_request_complete.v0` event with the fields of
-    /// `plans.http` (nothing without it; no newline); `now` is its
-    /// `event_timestamp`.
-    pub fn http(&mut self, o: &mut Vec<u8>, r: &HttpRecord<'_>, now: SystemTime, plans: &Plans) {
+    /// `plans.http` (no newline); `now` is its `event_timestamp`. False,
+    /// and nothing written, when the plans take no such events.
+    pub fn http(
+        &mut self,
+        o: &mut Vec<u8>,
+        r: &HttpRecord<'_>,
+        now: SystemTime,
+        plans: &Plans,
+    ) -> bool {
         let Some(plan) = &plans.http else {
-            return;
+            return false;
         };
         let req_head = if plans.needs.req {
             utf8(r.req_head)
@@ -457,6 +463,7 @@ impl EventWriter {
             }
         }
         o.push(b'}');
+        true
     }
 
     fn http_value(&mut self, o: &mut Vec<u8>, f: HttpField, r: &HttpRecord<'_>, p: &HttpParts<'_>) {
@@ -496,10 +503,17 @@ impl EventWriter {
     }
 
     /// Appends one `tcp_connection_closed.v0` event with the fields of
-    /// `plans.tcp` (nothing without it; no newline).
-    pub fn tcp(&mut self, o: &mut Vec<u8>, r: &TcpRecord<'_>, now: SystemTime, plans: &Plans) {
+    /// `plans.tcp` (no newline). False, and nothing written, when the plans
+    /// take no such events.
+    pub fn tcp(
+        &mut self,
+        o: &mut Vec<u8>,
+        r: &TcpRecord<'_>,
+        now: SystemTime,
+        plans: &Plans,
+    ) -> bool {
         let Some(plan) = &plans.tcp else {
-            return;
+            return false;
         };
         envelope_start(o, &mut self.clock, TCP_CONNECTION_CLOSED, now);
         for op in &plan.ops {
@@ -517,6 +531,7 @@ impl EventWriter {
             }
         }
         o.push(b'}');
+        true
     }
 }
 
@@ -584,15 +599,8 @@ mod tests {
             json!(["\"q\""])
         );
         assert_eq!(v["object"]["ngrok_error_code"], "ERR_NGROK_3004");
-        let t = TcpRecord {
-            client: "[::1]:9".parse().unwrap(),
-            server_port: 443,
-            server_name: "a.test",
-            start: SystemTime::UNIX_EPOCH,
-            end: SystemTime::UNIX_EPOCH,
-            bytes_in: 10,
-            bytes_out: 20,
-        };
+        let mut t = crate::observe::record::tests::tcp();
+        t.client = "[::1]:9".parse().unwrap();
         let v: serde_json::Value = serde_json::from_str(&tcp_event(&t)).unwrap();
         assert_eq!(v["event_type"], TCP_CONNECTION_CLOSED);
         assert_eq!(v["object"]["conn"]["bytes_out"], 20);
@@ -658,7 +666,7 @@ mod tests {
         assert!(plans.tcp.is_none());
         let mut o = Vec::new();
         let mut w = EventWriter::default();
-        w.http(&mut o, &record(), SystemTime::UNIX_EPOCH, &plans);
+        assert!(w.http(&mut o, &record(), SystemTime::UNIX_EPOCH, &plans));
         let v: serde_json::Value = serde_json::from_slice(&o).unwrap();
         assert_eq!(
             v["object"],
@@ -667,16 +675,8 @@ mod tests {
         assert_eq!(v["event_timestamp"], "1970-01-01T00:00:00.000Z");
         // No TCP plan: nothing written.
         let before = o.len();
-        let t = TcpRecord {
-            client: "127.0.0.1:9".parse().unwrap(),
-            server_port: 80,
-            server_name: "a",
-            start: SystemTime::UNIX_EPOCH,
-            end: SystemTime::UNIX_EPOCH,
-            bytes_in: 1,
-            bytes_out: 2,
-        };
-        w.tcp(&mut o, &t, SystemTime::UNIX_EPOCH, &plans);
+        let t = crate::observe::record::tests::tcp();
+        assert!(!w.tcp(&mut o, &t, SystemTime::UNIX_EPOCH, &plans));
         assert_eq!(o.len(), before);
     }
 }

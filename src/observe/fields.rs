@@ -6,7 +6,7 @@
 //! and no work for fields nobody asked for. Sans-IO; no state.
 
 /// A value of `http_request_complete.v0` that ringress produces.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HttpField {
     ClientIp,
     ServerName,
@@ -85,7 +85,7 @@ pub const HTTP_NOT_PRODUCED: &[&str] = &[
 ];
 
 /// A value of `tcp_connection_closed.v0` that ringress produces.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TcpField {
     BytesIn,
     BytesOut,
@@ -117,7 +117,7 @@ pub const HTTP_REQUEST_COMPLETE: &str = "http_request_complete.v0";
 pub const TCP_CONNECTION_CLOSED: &str = "tcp_connection_closed.v0";
 
 /// What a sink gets of one event type.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Pick<F> {
     /// Not this event type.
     None,
@@ -129,16 +129,10 @@ pub enum Pick<F> {
 }
 
 /// What a sink gets: per event type, all fields, some, or nothing.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Selection {
     pub http: Pick<HttpField>,
     pub tcp: Pick<TcpField>,
-}
-
-impl Default for Selection {
-    fn default() -> Self {
-        Selection::all()
-    }
 }
 
 impl Selection {
@@ -207,31 +201,42 @@ fn pick<F: Copy + PartialEq>(
     ))
 }
 
+/// Sets what a sink gets of one event type, once.
+fn set<F: Copy + PartialEq>(
+    slot: &mut Pick<F>,
+    kind: &'static str,
+    fields: Option<&[String]>,
+    known: &[(&str, F)],
+    not_produced: &[&str],
+) -> Result<(), SelectError> {
+    if *slot != Pick::None {
+        return Err(SelectError::Duplicate(kind.to_owned()));
+    }
+    *slot = pick(kind, fields, known, not_produced)?;
+    Ok(())
+}
+
 impl Selection {
     /// Adds one `sources` entry: `kind` an event type, `fields` its field
     /// names (`None`: all).
     pub fn add(&mut self, kind: &str, fields: Option<&[String]>) -> Result<(), SelectError> {
         match kind {
-            HTTP_REQUEST_COMPLETE => {
-                if self.http != Pick::None {
-                    return Err(SelectError::Duplicate(kind.to_owned()));
-                }
-                self.http = pick(
-                    HTTP_REQUEST_COMPLETE,
-                    fields,
-                    HTTP_FIELDS,
-                    HTTP_NOT_PRODUCED,
-                )?;
-            }
-            TCP_CONNECTION_CLOSED => {
-                if self.tcp != Pick::None {
-                    return Err(SelectError::Duplicate(kind.to_owned()));
-                }
-                self.tcp = pick(TCP_CONNECTION_CLOSED, fields, TCP_FIELDS, TCP_NOT_PRODUCED)?;
-            }
-            _ => return Err(SelectError::UnknownType(kind.to_owned())),
+            HTTP_REQUEST_COMPLETE => set(
+                &mut self.http,
+                HTTP_REQUEST_COMPLETE,
+                fields,
+                HTTP_FIELDS,
+                HTTP_NOT_PRODUCED,
+            ),
+            TCP_CONNECTION_CLOSED => set(
+                &mut self.tcp,
+                TCP_CONNECTION_CLOSED,
+                fields,
+                TCP_FIELDS,
+                TCP_NOT_PRODUCED,
+            ),
+            _ => Err(SelectError::UnknownType(kind.to_owned())),
         }
-        Ok(())
     }
 }
 

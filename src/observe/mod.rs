@@ -199,6 +199,17 @@ fn groups(sinks: Vec<(sink::Sink, fields::Selection)>) -> Vec<Group> {
 }
 
 impl Group {
+    /// Adds one line to this round's batch if `write` writes an event
+    /// under this group's plans; whether it did.
+    fn line(&mut self, write: impl FnOnce(&mut Vec<u8>, &events::Plans) -> bool) -> bool {
+        if !write(&mut self.batch.bytes, &self.plans) {
+            return false;
+        }
+        self.batch.bytes.push(b'\n');
+        self.batch.lines += 1;
+        true
+    }
+
     /// Hands this round's batch to the sinks (if it has lines).
     fn send(&mut self) {
         if self.batch.lines == 0 {
@@ -251,12 +262,7 @@ fn drain(hub: &Hub, flush: Receiver<Flush>, mut rxs: Vec<RecordConsumer>, mut gr
                     if r.events {
                         let mut any = false;
                         for g in &mut groups {
-                            if g.plans.http.is_some() {
-                                writer.http(&mut g.batch.bytes, &r, now, &g.plans);
-                                g.batch.bytes.push(b'\n');
-                                g.batch.lines += 1;
-                                any = true;
-                            }
+                            any |= g.line(|o, p| writer.http(o, &r, now, p));
                         }
                         emitted += u64::from(any);
                     }
@@ -265,12 +271,7 @@ fn drain(hub: &Hub, flush: Receiver<Flush>, mut rxs: Vec<RecordConsumer>, mut gr
                 Some(Record::Tcp(r)) => {
                     let mut any = false;
                     for g in &mut groups {
-                        if g.plans.tcp.is_some() {
-                            writer.tcp(&mut g.batch.bytes, &r, now, &g.plans);
-                            g.batch.bytes.push(b'\n');
-                            g.batch.lines += 1;
-                            any = true;
-                        }
+                        any |= g.line(|o, p| writer.tcp(o, &r, now, p));
                     }
                     emitted += u64::from(any);
                 }

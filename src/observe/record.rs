@@ -352,9 +352,9 @@ pub(crate) mod tests {
         assert_eq!(d.endpoint, r.endpoint);
     }
 
-    #[test]
-    fn tcp_frames_round_trip_and_garbage_is_refused() {
-        let t = TcpRecord {
+    /// A connection record for tests.
+    pub fn tcp() -> TcpRecord<'static> {
+        TcpRecord {
             client: "10.0.0.1:9".parse().unwrap(),
             server_port: 443,
             server_name: "a.test",
@@ -362,7 +362,12 @@ pub(crate) mod tests {
             end: UNIX_EPOCH + Duration::from_secs(3),
             bytes_in: 10,
             bytes_out: 20,
-        };
+        }
+    }
+
+    #[test]
+    fn tcp_frames_round_trip_and_garbage_is_refused() {
+        let t = tcp();
         let mut buf = Vec::new();
         encode_tcp(&mut buf, &t);
         let Some(Record::Tcp(d)) = decode(&buf) else {

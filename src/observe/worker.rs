@@ -93,11 +93,15 @@ pub struct Flush {
 #[derive(Debug, Clone, Copy)]
 struct Flags {
     metrics: bool,
+    /// `http_request_complete.v0` by default (a sink takes them).
     events: bool,
+    /// `tcp_connection_closed.v0` (a sink takes them).
+    tcp_events: bool,
     inspect: CaptureMode,
     /// Records may be queued (an inspector or a sink exists).
     any: bool,
-    /// Event sinks exist.
+    /// Some sink takes `http_request_complete.v0` events (endpoints may
+    /// switch them on).
     sinks: bool,
     body_cap: usize,
 }
@@ -132,7 +136,7 @@ impl WorkerObs {
         queue: Option<RecordProducer>,
         flush: Option<Sender<Flush>>,
     ) -> Self {
-        let events = cfg.events_possible() && queue.is_some();
+        let queued = queue.is_some();
         let inspect = if queue.is_some() {
             cfg.inspect
         } else {
@@ -142,11 +146,12 @@ impl WorkerObs {
             id,
             flags: Flags {
                 metrics: cfg.metrics && flush.is_some(),
-                events: events && cfg.events,
+                events: queued && cfg.events && cfg.http_sinks(),
+                tcp_events: queued && cfg.events && cfg.tcp_sinks(),
                 inspect,
                 // Per-endpoint overrides may switch capture or events on.
-                any: queue.is_some(),
-                sinks: cfg.events_possible(),
+                any: queued,
+                sinks: cfg.http_sinks(),
                 body_cap: cfg.body_cap,
             },
             stats: RefCell::new(WorkerStats::default()),
@@ -284,7 +289,7 @@ impl WorkerObs {
 
     /// A client connection ended (HTTP/1.1; emits `tcp_connection_closed.v0`).
     pub fn conn_closed(&self, conn: &ConnMeta) {
-        if !(self.flags.events && conn.observed) {
+        if !(self.flags.tcp_events && conn.observed) {
             return;
         }
         let rec = TcpRecord {
@@ -603,5 +608,26 @@ mod tests {
         keep(&mut v, b"x", 3, &mut t);
         assert_eq!(v, b"hel");
         assert!(t);
+    }
+
+    #[test]
+    fn records_are_made_only_for_event_types_a_sink_takes() {
+        use crate::observe::fields::{Pick, Selection};
+        let mut cfg = ObserveConfig::off();
+        cfg.events = true;
+        cfg.sinks.push(crate::observe::config::SinkSpec {
+            to: crate::observe::config::SinkConfig::Stdout,
+            select: Selection {
+                http: Pick::None,
+                tcp: Pick::All,
+            },
+        });
+        let (tx, _rx) = crate::observe::queue::channel(64 * 1024);
+        let w = WorkerObs::new(0, &cfg, Some(tx), None);
+        assert!(!w.flags.events && !w.flags.sinks && w.flags.tcp_events);
+        cfg.sinks[0].select = Selection::all();
+        let (tx, _rx) = crate::observe::queue::channel(64 * 1024);
+        let w = WorkerObs::new(0, &cfg, Some(tx), None);
+        assert!(w.flags.events && w.flags.sinks && w.flags.tcp_events);
     }
 }
