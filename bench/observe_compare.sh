@@ -22,6 +22,11 @@
 #                          response bytes, duration, endpoint), as an ngrok event subscription
 #                          must (ngrok requires a field list per source, ERR_NGROK_5400)
 #       ringress-full      (not in the default set) as ringress-on with inspect = "full"
+#       nginx-off          the reference: nginx (1 worker) proxying to the same upstream,
+#                          access_log off
+#       nginx-log          as nginx-off with a JSON access log of the same ten fields in
+#                          the event's shape (log_format escape=json, buffer=64k flush=1s):
+#                          what the best-known proxy pays for the same per-request line
 #   * checks the upstream's body through every system, and, after the load, that
 #     ringress-on's event file got lines;
 #   * ROUNDS rounds; each round runs every system back to back, rotating which goes first;
@@ -35,8 +40,7 @@
 # Environment:
 #   ROUNDS=3 DURATION=10 (seconds per wrk run) WORKERS=1 CONNS=64 WARMUP=2 (seconds)
 #   SERVER_CPU=1 CLIENT_CPU=0   CPUs for the systems (and upstream) and for wrk
-#   SYSTEMS="ringress-off ringress-metrics ringress-capture ringress-events ringress-on"
-#                                     subset and order; add ringress-full
+#   SYSTEMS="ringress-off ... nginx-log" subset and order; add ringress-full
 #   RINGRESS_LOG_LEVEL=info KEEP_WORK=0 QUIET_WAIT=120 MAX_OTHER=10 NOISE_RETRIES=2
 set -Eeuo pipefail
 
@@ -47,7 +51,7 @@ CONNS=${CONNS:-64}
 WARMUP=${WARMUP:-2}
 SERVER_CPU=${SERVER_CPU:-1}
 CLIENT_CPU=${CLIENT_CPU:-0}
-ALL_SYSTEMS="ringress-off ringress-metrics ringress-capture ringress-events ringress-on ringress-on-fields"
+ALL_SYSTEMS="ringress-off ringress-metrics ringress-capture ringress-events ringress-on ringress-on-fields nginx-off nginx-log"
 KNOWN_SYSTEMS="$ALL_SYSTEMS ringress-full"
 SYSTEMS=${SYSTEMS:-$ALL_SYSTEMS}
 RINGRESS_LOG_LEVEL=${RINGRESS_LOG_LEVEL:-info}
@@ -154,7 +158,50 @@ EOF
     observe_section "$1"
 }
 
+# The nginx reference: the same proxy job (keep-alive pool of 64 to the upstream, the
+# X-Forwarded-* headers ringress adds), access log off or a JSON line per request with
+# the ten fields of ringress-on-fields, in the event's shape.
+nginx_proxy_conf() { # $1 = system
+    local dir=$WORK/$1 log="access_log off;"
+    [[ $1 == nginx-log ]] && log="access_log $WORK/$1-events.jsonl events buffer=64k flush=1s;"
+    nginx_common "$dir"
+    echo "worker_processes 1;"
+    echo "events { worker_connections 8192; }"
+    echo "http {"
+    nginx_http_common "$dir"
+    cat <<EOF
+    log_format events escape=json '{"event_id":"ev_\$request_id","event_type":"http_request_complete.v0","event_timestamp":"\$time_iso8601","object":{"conn":{"client_ip":"\$remote_addr"},"http":{"request":{"method":"\$request_method","url":{"host":"\$host","path":"\$uri","query":"\$args"},"user_agent":"\$http_user_agent"},"response":{"body_length":\$body_bytes_sent,"status_code":\$status},"duration_ms":\$request_time},"endpoint":{"url":"http://$HOST_HEADER"}}}';
+    upstream bench_upstream {
+        server 127.0.0.1:$UP_PORT;
+        keepalive 64;
+        keepalive_requests 10000000;
+    }
+    server {
+        listen 127.0.0.1:${PORT[$1]};
+        $log
+        location / {
+            proxy_pass http://bench_upstream;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host \$host;
+            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto \$scheme;
+            proxy_set_header X-Forwarded-Host \$host;
+        }
+    }
+}
+EOF
+}
+is_nginx() { [[ $1 == nginx-* ]]; }
+
 for s in "${SYS[@]}"; do
+    if is_nginx "$s"; then
+        mkdir -p "$WORK/$s"
+        nginx_proxy_conf "$s" >"$WORK/$s/nginx.conf"
+        nginx -t -q -p "$WORK/$s" -c "$WORK/$s/nginx.conf" -e "$WORK/$s/error.log" >"$WORK/check-$s.log" 2>&1 ||
+            { cat "$WORK/check-$s.log" >&2; die "nginx rejected the $s config ($WORK/$s/nginx.conf)"; }
+        continue
+    fi
     ringress_conf "$s" >"$WORK/$s.toml"
     "$RINGRESS_BIN" edge --config "$WORK/$s.toml" --check >"$WORK/check-$s.log" 2>&1 ||
         { cat "$WORK/check-$s.log" >&2; die "ringress rejected the $s config ($WORK/$s.toml)"; }
@@ -166,12 +213,16 @@ start upstream nginx -e "$WORK/upstream/error.log" -p "$WORK/upstream" -c "$WORK
 UP_PID=$STARTED_PID
 wait_listening "$UP_PORT" "$UP_PID" upstream
 for s in "${SYS[@]}"; do
-    start "$s" env -u RUST_LOG "$RINGRESS_BIN" edge --config "$WORK/$s.toml" --log-level "$RINGRESS_LOG_LEVEL"
+    if is_nginx "$s"; then
+        start "$s" nginx -e "$WORK/$s/error.log" -p "$WORK/$s" -c "$WORK/$s/nginx.conf"
+    else
+        start "$s" env -u RUST_LOG "$RINGRESS_BIN" edge --config "$WORK/$s.toml" --log-level "$RINGRESS_LOG_LEVEL"
+    fi
     PID_OF[$s]=$STARTED_PID
 done
 for s in "${SYS[@]}"; do
     wait_listening "${PORT[$s]}" "${PID_OF[$s]}" "$s"
-    wait_for_line "$WORK/$s.err" 'ringress edge ready' 1 "${PID_OF[$s]}" "$s"
+    is_nginx "$s" || wait_for_line "$WORK/$s.err" 'ringress edge ready' 1 "${PID_OF[$s]}" "$s"
 done
 READY_LINES=$(grep -h 'ringress edge ready' "$WORK"/ringress-*.err 2>/dev/null | sed 's/.*ringress edge ready/ringress edge ready/' | sort -u | tr '\n' ';' || true)
 
@@ -259,8 +310,10 @@ for s in "${SYS[@]}"; do
     kill -0 "${PID_OF[$s]}" 2>/dev/null || die "$s (pid ${PID_OF[$s]}) died during the run"
 done
 EVENT_CHECK=""
-for s in ringress-events ringress-on ringress-on-fields ringress-full; do
+for s in ringress-events ringress-on ringress-on-fields ringress-full nginx-log; do
     has "$s" || continue
+    # nginx flushes its log buffer every second.
+    [[ $s == nginx-log ]] && sleep 1.5
     n=$(cat "$WORK/$s-events.jsonl"* 2>/dev/null | grep -c 'http_request_complete.v0' || true)
     ((n > 0)) || die "$s wrote no events to $WORK/$s-events.jsonl"
     EVENT_CHECK+="$s: $n http_request_complete.v0 lines kept (the file rotates at 64 MiB, one old file kept). "
@@ -298,8 +351,13 @@ SUMMARY=$WORK/summary.md
         echo "|---|---:|---:|---:|"
         for s in "${SYS[@]}"; do
             [[ $s == ringress-off ]] && continue
+            is_nginx "$s" && continue
             echo "| $s / ringress-off | $(ratio "${MED[$s.rps]}" "${MED[ringress-off.rps]}") | $(ratio "${MED[$s.p99]}" "${MED[ringress-off.p99]}") | $(ratio "${MED[$s.cpu]}" "${MED[ringress-off.cpu]}") |"
         done
+        has nginx-off && has nginx-log &&
+            echo "| nginx-log / nginx-off | $(ratio "${MED[nginx-log.rps]}" "${MED[nginx-off.rps]}") | $(ratio "${MED[nginx-log.p99]}" "${MED[nginx-off.p99]}") | $(ratio "${MED[nginx-log.cpu]}" "${MED[nginx-off.cpu]}") |"
+        has nginx-off &&
+            echo "| nginx-off / ringress-off | $(ratio "${MED[nginx-off.rps]}" "${MED[ringress-off.rps]}") | $(ratio "${MED[nginx-off.p99]}" "${MED[ringress-off.p99]}") | $(ratio "${MED[nginx-off.cpu]}" "${MED[ringress-off.cpu]}") |"
         for s in ringress-on ringress-on-fields; do
             has "$s" || continue
             c=$(ratio "${MED[$s.cpu]}" "${MED[ringress-off.cpu]}")
@@ -310,6 +368,10 @@ SUMMARY=$WORK/summary.md
             echo
             echo "Target: metrics + events ($what) + metadata capture cost <= 5% CPU per request ($s / ringress-off <= ${TARGET_CPU}x): ${c}x, $v."
         done
+    fi
+    if has nginx-off && has nginx-log; then
+        echo
+        echo "Reference: nginx's JSON access log of the same ten fields costs nginx $(ratio "${MED[nginx-log.cpu]}" "${MED[nginx-off.cpu]}")x CPU per request (nginx-log / nginx-off)."
     fi
     [[ -z $EVENT_CHECK ]] || { echo; echo "$EVENT_CHECK"; }
 } >"$SUMMARY"
@@ -333,7 +395,8 @@ OUT=$RESULTS_DIR/observe-$(date -u +%Y%m%d-%H%M%S).txt
     column -t -s $'\t' "$RAW"
     echo
     echo "## configs"
-    for f in "$WORK/upstream/nginx.conf" "$WORK"/ringress-*.toml; do
+    for f in "$WORK/upstream/nginx.conf" "$WORK"/ringress-*.toml "$WORK"/nginx-*/nginx.conf; do
+        [[ -f $f ]] || continue
         echo "--- ${f#"$WORK"/}"
         cat "$f"
     done

@@ -19,19 +19,28 @@ pub use super::fields::{HTTP_REQUEST_COMPLETE, TCP_CONNECTION_CLOSED};
 
 pub use super::timestamp::rfc3339;
 
-/// `"ev_` + a random per-process prefix + a counter`"`: unique, and cheap.
-fn event_id(out: &mut Vec<u8>) {
-    static PREFIX: OnceLock<String> = OnceLock::new();
+/// `{"event_id":"ev_` + a random per-process prefix: the start of every
+/// event, made once.
+fn event_start() -> &'static [u8] {
+    static START: OnceLock<Vec<u8>> = OnceLock::new();
+    START.get_or_init(|| {
+        let mut s = b"{\"event_id\":\"ev_".to_vec();
+        s.extend_from_slice(crate::tunnel::registry::random_hex(6).as_bytes());
+        s
+    })
+}
+
+/// The rest of an event id: 12 hex digits of a process-wide counter
+/// (`ev_` + prefix + counter: unique, and cheap).
+fn event_counter(out: &mut Vec<u8>) {
     static NEXT: AtomicU64 = AtomicU64::new(0);
-    let prefix = PREFIX.get_or_init(|| crate::tunnel::registry::random_hex(6));
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    out.extend_from_slice(b"\"ev_");
-    out.extend_from_slice(prefix.as_bytes());
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    for i in (0..12).rev() {
-        out.push(HEX[((n >> (i * 4)) & 0xf) as usize]);
+    let mut d = [0u8; 12];
+    for (i, c) in d.iter_mut().enumerate() {
+        *c = HEX[((n >> ((11 - i) * 4)) & 0xf) as usize];
     }
-    out.push(b'"');
+    out.extend_from_slice(&d);
 }
 
 #[inline]
@@ -137,13 +146,6 @@ fn header_key(out: &mut Vec<u8>, name: &[u8], scratch: &mut Vec<u8>) {
 
 fn num(out: &mut Vec<u8>, n: impl itoa::Integer) {
     out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
-}
-
-/// `"key":` (keys here are constants without escapes).
-fn key(out: &mut Vec<u8>, k: &str) {
-    out.push(b'"');
-    out.extend_from_slice(k.as_bytes());
-    out.extend_from_slice(b"\":");
 }
 
 fn time(out: &mut Vec<u8>, clock: &mut timestamp::Cache, t: SystemTime) {
@@ -311,18 +313,28 @@ pub struct EventWriter {
     ips: IpCache,
 }
 
-fn envelope_start(out: &mut Vec<u8>, clock: &mut timestamp::Cache, kind: &str, now: SystemTime) {
-    out.push(b'{');
-    key(out, "event_id");
-    event_id(out);
-    out.push(b',');
-    key(out, "event_type");
-    string(out, kind.as_bytes());
-    out.push(b',');
-    key(out, "event_timestamp");
-    time(out, clock, now);
-    out.push(b',');
-    key(out, "object");
+/// What follows an event id up to the timestamp's digits, per type.
+const HTTP_TYPE: &[u8] = b"\",\"event_type\":\"http_request_complete.v0\",\"event_timestamp\":\"";
+const TCP_TYPE: &[u8] = b"\",\"event_type\":\"tcp_connection_closed.v0\",\"event_timestamp\":\"";
+
+/// Room reserved per event up front, so that its pieces rarely grow the
+/// buffer one by one (an event with every field and small heads fits).
+const EVENT_ROOM: usize = 1024;
+
+/// `{"event_id":"…","event_type":"…","event_timestamp":"…","object":`,
+/// from literal pieces.
+fn envelope_start(
+    out: &mut Vec<u8>,
+    clock: &mut timestamp::Cache,
+    type_part: &[u8],
+    now: SystemTime,
+) {
+    out.reserve(EVENT_ROOM);
+    out.extend_from_slice(event_start());
+    event_counter(out);
+    out.extend_from_slice(type_part);
+    clock.write(out, now);
+    out.extend_from_slice(b"\",\"object\":");
 }
 
 /// What an `http_request_complete.v0` event's values come from: the
@@ -455,7 +467,7 @@ impl EventWriter {
         if plans.needs.res {
             self.res.parse(rs);
         }
-        envelope_start(o, &mut self.clock, HTTP_REQUEST_COMPLETE, now);
+        envelope_start(o, &mut self.clock, HTTP_TYPE, now);
         for op in &plan.ops {
             match *op {
                 Op::Text(a, b) => o.extend_from_slice(plan.text(a, b)),
@@ -515,7 +527,7 @@ impl EventWriter {
         let Some(plan) = &plans.tcp else {
             return false;
         };
-        envelope_start(o, &mut self.clock, TCP_CONNECTION_CLOSED, now);
+        envelope_start(o, &mut self.clock, TCP_TYPE, now);
         for op in &plan.ops {
             match *op {
                 Op::Text(a, b) => o.extend_from_slice(plan.text(a, b)),

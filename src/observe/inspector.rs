@@ -186,67 +186,61 @@ pub struct Inspector {
 /// tell a replay by it); its value is the original capture's id.
 pub const REPLAY_HEADER: &str = "ringress-replay-of";
 
-/// The drainer's side of the inspector: collects a round's captures (the
-/// records' frames, back to back) and stores them a batch at a time (one
-/// lock per batch, not per request).
-#[derive(Default)]
-pub struct Capturer {
-    bytes: Vec<u8>,
-    /// Per capture: its number, its endpoint's and its frame's bytes.
-    items: Vec<(u64, std::ops::Range<usize>, std::ops::Range<usize>)>,
+/// The drainer's side of the inspector: a round's captures go straight
+/// from the workers' record rings into the endpoints' rings, under one
+/// lock taken at the round's first capture and released by
+/// [`Self::store`] (never per request). Only when a live stream listens
+/// are the frames also kept for the broadcast.
+pub struct Capturer<'a> {
+    ins: &'a Inspector,
+    rings: Option<std::sync::MutexGuard<'a, HashMap<String, FrameRing>>>,
+    /// Frames for the live feed (only with subscribers), back to back.
+    live: Vec<u8>,
+    items: Vec<(u64, std::ops::Range<usize>)>,
 }
 
-impl Capturer {
-    /// Captures `r` (decoded from `frame`) if its endpoint captures (kept
-    /// until [`Self::store`]).
-    pub fn add(&mut self, ins: &Inspector, r: &HttpRecord<'_>, frame: &[u8]) {
+impl<'a> Capturer<'a> {
+    pub fn new(ins: &'a Inspector) -> Self {
+        Capturer {
+            ins,
+            rings: None,
+            live: Vec::new(),
+            items: Vec::new(),
+        }
+    }
+
+    /// Captures `r` (decoded from `frame`) if its endpoint captures.
+    pub fn add(&mut self, r: &HttpRecord<'_>, frame: &[u8]) {
         if r.capture == CaptureMode::Off || r.endpoint.is_empty() {
             return;
         }
+        let ins = self.ins;
         let seq = ins.next.fetch_add(1, Ordering::Relaxed);
-        let e = self.bytes.len();
-        self.bytes.extend_from_slice(r.endpoint.as_bytes());
-        let f = self.bytes.len();
-        self.bytes.extend_from_slice(frame);
-        self.items.push((seq, e..f, f..self.bytes.len()));
+        let rings = self.rings.get_or_insert_with(|| ins.lock());
+        let ring = match rings.get_mut(r.endpoint) {
+            Some(ring) => ring,
+            None => rings
+                .entry(r.endpoint.to_owned())
+                .or_insert_with(|| FrameRing::new(ins.ring)),
+        };
+        ring.push(seq, frame);
+        if ins.live.receiver_count() > 0 {
+            let at = self.live.len();
+            self.live.extend_from_slice(frame);
+            self.items.push((seq, at..self.live.len()));
+        }
     }
 
-    /// Puts the batch into the rings and the live feed.
-    pub fn store(&mut self, ins: &Inspector) {
-        if self.items.is_empty() {
-            return;
-        }
-        {
-            let mut rings = ins.lock();
-            // One ring lookup per run of captures for the same endpoint.
-            let bytes = &self.bytes;
-            for run in self
-                .items
-                .chunk_by(|a, b| bytes[a.1.clone()] == bytes[b.1.clone()])
-            {
-                let Ok(url) = std::str::from_utf8(&bytes[run[0].1.clone()]) else {
-                    continue;
-                };
-                let ring = match rings.get_mut(url) {
-                    Some(r) => r,
-                    None => rings
-                        .entry(url.to_owned())
-                        .or_insert_with(|| FrameRing::new(ins.ring)),
-                };
-                for (seq, _, frame) in run {
-                    ring.push(*seq, &bytes[frame.clone()]);
-                }
-            }
-        }
-        if ins.live.receiver_count() > 0 {
-            for (seq, _, frame) in &self.items {
-                if let Some(c) = Captured::from_frame(*seq, &self.bytes[frame.clone()]) {
-                    let _ = ins.live.send(Arc::new(c));
-                }
+    /// Ends the round: releases the rings and feeds the live streams.
+    pub fn store(&mut self) {
+        self.rings = None;
+        for (seq, frame) in &self.items {
+            if let Some(c) = Captured::from_frame(*seq, &self.live[frame.clone()]) {
+                let _ = self.ins.live.send(Arc::new(c));
             }
         }
         self.items.clear();
-        self.bytes.clear();
+        self.live.clear();
     }
 }
 
@@ -265,9 +259,9 @@ impl Inspector {
     pub fn add(&self, r: &HttpRecord<'_>) {
         let mut frame = Vec::new();
         record::encode_http(&mut frame, r);
-        let mut c = Capturer::default();
-        c.add(self, r, &frame);
-        c.store(self);
+        let mut c = Capturer::new(self);
+        c.add(r, &frame);
+        c.store();
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, FrameRing>> {
@@ -355,7 +349,7 @@ mod tests {
     #[test]
     fn a_batch_for_several_endpoints_lands_in_each_ring() {
         let ins = Inspector::new(2);
-        let mut cap = Capturer::default();
+        let mut cap = Capturer::new(&ins);
         let eps = [
             "http://a.test",
             "http://a.test",
@@ -368,12 +362,12 @@ mod tests {
             r.endpoint = ep;
             frame.clear();
             record::encode_http(&mut frame, &r);
-            cap.add(&ins, &r, &frame);
+            cap.add(&r, &frame);
         }
         let mut off = rec(9);
         off.capture = CaptureMode::Off;
-        cap.add(&ins, &off, &frame);
-        cap.store(&ins);
+        cap.add(&off, &frame);
+        cap.store();
         let a = ins.list("http://a.test", 10);
         assert_eq!(a.iter().map(|c| c.status).collect::<Vec<_>>(), [203, 201]);
         assert_eq!(ins.list("http://b.test", 10)[0].status, 202);
@@ -384,14 +378,14 @@ mod tests {
     #[test]
     fn captures_read_back_after_the_ring_wraps_and_readers_keep_theirs() {
         let ins = Inspector::new(2);
-        let mut cap = Capturer::default();
+        let mut cap = Capturer::new(&ins);
         let mut frame = Vec::new();
         for i in 0..4 {
             let r = rec(i);
             frame.clear();
             record::encode_http(&mut frame, &r);
-            cap.add(&ins, &r, &frame);
-            cap.store(&ins);
+            cap.add(&r, &frame);
+            cap.store();
         }
         let held = ins.list("http://a.test", 10);
         assert_eq!(
@@ -403,8 +397,8 @@ mod tests {
             r.req_head = b"POST /long-enough-to-grow-the-buffer HTTP/1.1\r\nHost: a.test\r\nringress-replay-of: req_000000000001\r\n\r\n";
             frame.clear();
             record::encode_http(&mut frame, &r);
-            cap.add(&ins, &r, &frame);
-            cap.store(&ins);
+            cap.add(&r, &frame);
+            cap.store();
         }
         // What a reader held is intact; the ring has the newest.
         assert_eq!(held[0].status, 203);

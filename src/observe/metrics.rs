@@ -270,9 +270,9 @@ mod tests {
         for _ in 0..4 {
             e.latency.record(750).unwrap();
         }
-        a.endpoints.insert("http://a\"b".into(), e.clone());
+        a.endpoints.push(("http://a\"b".into(), e.clone()));
         let mut b = WorkerStats::default();
-        b.endpoints.insert("http://a\"b".into(), e);
+        b.endpoints.push(("http://a\"b".into(), e));
         b.errors.insert("ERR_NGROK_3004", 2);
         let text = render([&a, &b].into_iter(), &HubCounters::default());
         assert!(

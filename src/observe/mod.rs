@@ -238,7 +238,7 @@ fn drain(hub: &Hub, flush: Receiver<Flush>, mut rxs: Vec<RecordConsumer>, mut gr
     let mut last_report = std::time::Instant::now();
     let mut reported = 0u64;
     let mut writer = events::EventWriter::default();
-    let mut capturer = inspector::Capturer::default();
+    let mut capturer = inspector::Capturer::new(&hub.inspector);
     loop {
         let mut work = 0usize;
         while flush_open {
@@ -266,7 +266,7 @@ fn drain(hub: &Hub, flush: Receiver<Flush>, mut rxs: Vec<RecordConsumer>, mut gr
                         }
                         emitted += u64::from(any);
                     }
-                    capturer.add(&hub.inspector, &r, frame);
+                    capturer.add(&r, frame);
                 }
                 Some(Record::Tcp(r)) => {
                     let mut any = false;
@@ -277,8 +277,9 @@ fn drain(hub: &Hub, flush: Receiver<Flush>, mut rxs: Vec<RecordConsumer>, mut gr
                 }
                 None => warn!("observe: an undecodable record was skipped"),
             });
+            // The rings' lock is held for one worker's records at most.
+            capturer.store();
         }
-        capturer.store(&hub.inspector);
         if emitted > 0 {
             hub.events_emitted.fetch_add(emitted, Ordering::Relaxed);
         }
@@ -330,5 +331,82 @@ fn report_drops(hub: &Hub, last: &mut std::time::Instant, reported: &mut u64) {
             total, "events dropped: a sink or the drainer cannot keep up (see ringress_events_dropped_total)"
         );
         *reported = total;
+    }
+}
+
+#[cfg(test)]
+mod cost {
+    use super::*;
+
+    /// `cargo test --release --lib observe::cost -- --ignored --nocapture`:
+    /// the drainer's work per record (decode, a ten-field event, a
+    /// metadata capture), hot and with a cold ring, in ns.
+    #[test]
+    #[ignore]
+    fn drainer_cost_per_record() {
+        let mut r = record::tests::http();
+        r.req_head = b"GET / HTTP/1.1\r\nHost: bench.local\r\n\r\n";
+        r.res_head = b"HTTP/1.1 200 OK\r\nServer: nginx/1.26.3\r\nDate: Fri, 04 Dec 2026 04:35:08 GMT\r\nContent-Type: application/octet-stream\r\nContent-Length: 100\r\nConnection: keep-alive\r\n\r\n";
+        r.endpoint = "http://bench.local";
+        r.capture = CaptureMode::Metadata;
+        let mut frames = Vec::new();
+        const N: usize = 860;
+        for _ in 0..N {
+            record::encode_http(&mut frames, &r);
+        }
+        let mut sel = fields::Selection::none();
+        let ten: Vec<String> = [
+            "conn.client_ip",
+            "http.request.method",
+            "http.request.url.host",
+            "http.request.url.path",
+            "http.request.url.query",
+            "http.request.user_agent",
+            "http.response.status_code",
+            "http.response.body_length",
+            "http.duration_ms",
+            "endpoint.url",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        sel.add("http_request_complete.v0", Some(&ten)).unwrap();
+        let plans = events::Plans::new(&sel);
+        let ins = inspector::Inspector::new(500);
+        let mut writer = events::EventWriter::default();
+        let mut capturer = inspector::Capturer::new(&ins);
+        let mut batch = Vec::with_capacity(512 * 1024);
+        let now = SystemTime::now();
+        let frame_len = frames.len() / N;
+        for what in ["decode", "event", "capture", "both"] {
+            let rounds = 100;
+            let mut best = f64::MAX;
+            for _ in 0..8 {
+                let t = std::time::Instant::now();
+                for _ in 0..rounds {
+                    batch.clear();
+                    for f in frames.chunks(frame_len) {
+                        let Some(Record::Http(d)) = record::decode(f) else {
+                            panic!()
+                        };
+                        if what == "event" || what == "both" {
+                            writer.http(&mut batch, &d, now, &plans);
+                            batch.push(b'\n');
+                        }
+                        if what == "capture" || what == "both" {
+                            capturer.add(&d, f);
+                        }
+                        std::hint::black_box(&d);
+                    }
+                    capturer.store();
+                }
+                best = best.min(t.elapsed().as_nanos() as f64 / (rounds * N) as f64);
+            }
+            let ns = best;
+            println!(
+                "{what}: {ns:.0} ns/record (frame {frame_len} B, line {} B)",
+                batch.len() / N.max(1)
+            );
+        }
     }
 }

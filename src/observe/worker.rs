@@ -68,8 +68,9 @@ pub enum ListenerKind {
 /// A worker's cumulative counters, as published.
 #[derive(Clone, Default)]
 pub struct WorkerStats {
-    /// Keyed by endpoint URL; `""`: requests that matched no endpoint.
-    pub endpoints: HashMap<String, EndpointStats>,
+    /// By endpoint URL, in first-seen order (`""`: requests that matched
+    /// no endpoint); each URL once.
+    pub endpoints: Vec<(String, EndpointStats)>,
     /// Edge error replies by ngrok error code.
     pub errors: HashMap<&'static str, u64>,
     pub tls_ok: [u64; 3],
@@ -115,6 +116,10 @@ pub struct WorkerObs {
     queue: Option<RefCell<RecordProducer>>,
     /// A record being encoded (reused).
     frame: RefCell<Vec<u8>>,
+    /// Where each endpoint's counters are in `stats.endpoints`, and the
+    /// last one used (consecutive requests mostly go to the same one).
+    slots: RefCell<HashMap<String, usize>>,
+    last_slot: Cell<usize>,
     flush: Option<Sender<Flush>>,
     /// Wall clock at a monotonic instant, so that a request's wall start
     /// costs no second clock read (refreshed every second).
@@ -158,6 +163,8 @@ impl WorkerObs {
             dirty: Cell::new(false),
             queue: queue.map(RefCell::new),
             frame: RefCell::new(Vec::with_capacity(4096)),
+            slots: RefCell::new(HashMap::new()),
+            last_slot: Cell::new(0),
             flush,
             anchor: Cell::new((Instant::now(), SystemTime::now())),
         }
@@ -233,13 +240,8 @@ impl WorkerObs {
             } else {
                 ""
             };
-            let e = match s.endpoints.get_mut(url) {
-                Some(e) => e,
-                None => s
-                    .endpoints
-                    .entry(url.to_owned())
-                    .or_insert_with(EndpointStats::new),
-            };
+            let slot = self.slot(&mut s.endpoints, url);
+            let e = &mut s.endpoints[slot].1;
             let class = if (100..600).contains(&ex.status) {
                 (ex.status / 100) as usize
             } else {
@@ -285,6 +287,26 @@ impl WorkerObs {
         frame.clear();
         record::encode_http(&mut frame, &rec);
         self.push(&frame);
+    }
+
+    /// The index of `url`'s counters in `eps` (added when new): the last
+    /// one used if it matches, else one map lookup.
+    fn slot(&self, eps: &mut Vec<(String, EndpointStats)>, url: &str) -> usize {
+        let last = self.last_slot.get();
+        if eps.get(last).is_some_and(|(u, _)| u == url) {
+            return last;
+        }
+        let mut slots = self.slots.borrow_mut();
+        let i = match slots.get(url) {
+            Some(&i) => i,
+            None => {
+                eps.push((url.to_owned(), EndpointStats::new()));
+                slots.insert(url.to_owned(), eps.len() - 1);
+                eps.len() - 1
+            }
+        };
+        self.last_slot.set(i);
+        i
     }
 
     /// A client connection ended (HTTP/1.1; emits `tcp_connection_closed.v0`).
